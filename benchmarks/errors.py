@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints these as one line and exits non-zero, before any record is written."""
+
+
+class KDBenchError(Exception):
+    """Base class of errors caused by the user's input or environment, not by a bug."""
+
+
+class ConfigError(KDBenchError):
+    """A suite file, method name, hyperparameter or CLI option is wrong."""
+
+
+class DataError(KDBenchError):
+    """A dataset is missing or malformed; the message says how to get it."""
+
+
+class TeacherError(KDBenchError):
+    """A cached teacher does not match its recorded hash or accuracy."""
