@@ -1,0 +1,114 @@
+"""The contract every distillation method plugin fulfils.
+
+Shape taken from mdistiller's distiller: a method knows nothing about the training loop; it receives
+the student's taps and the teacher's (computed once per batch by the trainer, so one teacher pass can
+feed several students) and returns a dict of *named* loss tensors, which the trainer sums and logs.
+
+A plugin is one file in ``methods/`` (or a third-party package exposing the entry-point group
+``kdbench.methods``) holding a subclass decorated with :func:`benchmarks.registry.register`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from benchmarks.models.tapped import TappedModel, Taps, TapShapes
+
+#: Names of the taps a method may ask for, on either network.
+TAP_NAMES = frozenset({"stages", "blocks", "prepool", "pooled", "logits"})
+
+
+@dataclass
+class MethodContext:
+    """What a method may look at when it is built.
+
+    ``teacher`` is frozen (eval mode, ``requires_grad=False``) and is *not* registered as a submodule
+    of the method, so it can never reach the optimizer or the method's ``state_dict``. ``student`` is
+    the network being trained; a method may :meth:`TappedModel.inject` modules into it (they then stay
+    at inference and count as the student's parameters).
+    """
+
+    student: TappedModel
+    teacher: TappedModel | None
+    student_shapes: TapShapes
+    teacher_shapes: TapShapes | None
+    num_classes: int
+    epochs: int
+    steps_per_epoch: int
+
+
+@dataclass
+class TeacherData:
+    """What :meth:`Method.prepare` gets: the teacher, the un-augmented training set and a cache folder.
+
+    ``cache_dir`` is specific to the teacher's checkpoint hash: offline targets stored there are
+    invalidated automatically when the teacher changes.
+    """
+
+    teacher: TappedModel
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    cache_dir: Path
+    seed: int
+
+
+class Method(nn.Module):
+    """Base class of a distillation method.
+
+    Class attributes a plugin declares:
+      name          registry name (fixed by METHODS.md for the built-in seven)
+      paper         citation shown by ``kdbench methods`` and in the report
+      defaults      hyperparameters and their default values; a suite may override any of them, and
+                    an unknown key is an error
+      student_taps  taps of the student the losses read (subset of TAP_NAMES)
+      teacher_taps  taps of the teacher the losses read; empty means the method needs no teacher
+      reconstructed True when the method is a reconstruction not confirmed by released code
+
+    Submodules created in ``__init__`` (connectors, heads) are the method's *extra trainable*
+    modules: the trainer puts them in the student's optimizer and counts them as extra parameters.
+    State that must survive an interrupted run (running class centres, say) belongs in buffers: the
+    runner checkpoints and restores ``state_dict()`` at epoch boundaries, nothing else.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    student_taps: ClassVar[frozenset[str]] = frozenset({"logits"})
+    teacher_taps: ClassVar[frozenset[str]] = frozenset()
+    reconstructed: ClassVar[bool] = False
+
+    def __init__(self, hp: dict[str, Any], ctx: MethodContext) -> None:
+        super().__init__()
+        self.hp = dict(hp)
+        self.ctx = ctx  # a plain dataclass: its modules are not registered as ours
+
+    @classmethod
+    def needs_teacher(cls) -> bool:
+        return bool(cls.teacher_taps)
+
+    def prepare(self, data: TeacherData) -> dict[str, Any]:
+        """Once per run, before training: compute offline targets from the teacher (cache them in
+        ``data.cache_dir``). Returns facts to record in the run record (e.g. time spent)."""
+        return {}
+
+    def losses(
+        self, s: Taps, t: Taps | None, y: torch.Tensor, epoch: int
+    ) -> dict[str, torch.Tensor]:
+        """Named scalar loss terms for one batch; the trainer sums them. ``epoch`` counts from 0."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Hook at the end of each training epoch (e.g. refresh class centres)."""
+
+    def eval_model(self, student: TappedModel) -> nn.Module:
+        """The network evaluated at test time and counted at inference. Default: the student."""
+        return student
+
+    def record_extras(self) -> dict[str, Any]:
+        """Method-specific facts to add to the run record at the end of a run."""
+        return {}

@@ -1,0 +1,1 @@
+"""Built-in method plugins: one file per method, found automatically by ``benchmarks.registry``."""

@@ -1,0 +1,131 @@
+"""The plugin contract, checked on every registered method automatically (a new plugin is enrolled
+by existing). Each check builds a random-weight Fashion-MNIST teacher/student pair on CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmarks.method import TAP_NAMES, Method, MethodContext, TeacherData
+from benchmarks.models import build_model
+from benchmarks.registry import get_method, method_names, resolve_hyperparameters
+from benchmarks.teacher import freeze
+
+INPUT = (1, 28, 28)
+BATCH = 16
+EPOCHS = 4
+
+
+def build(name: str, tmp_path, seed: int = 0):
+    """Student, frozen teacher and the method, as the runner builds them; prepare() already run."""
+    cls = get_method(name)
+    torch.manual_seed(1234)
+    teacher = freeze(build_model("fmnist_teacher", 10, 1))
+    torch.manual_seed(seed)
+    student = build_model("fmnist_student", 10, 1)
+    ctx = MethodContext(
+        student=student,
+        teacher=teacher if cls.needs_teacher() else None,
+        student_shapes=student.tap_shapes(INPUT),
+        teacher_shapes=teacher.tap_shapes(INPUT) if cls.needs_teacher() else None,
+        num_classes=10, epochs=EPOCHS, steps_per_epoch=2,
+    )
+    method = cls(resolve_hyperparameters(name, None), ctx)
+    if cls.needs_teacher():
+        g = torch.Generator().manual_seed(7)
+        method.prepare(TeacherData(
+            teacher=teacher, train_images=torch.randn(64, *INPUT, generator=g),
+            train_labels=torch.arange(64) % 10, cache_dir=tmp_path / "offline", seed=0,
+        ))
+    return cls, student, teacher, method
+
+
+def batch(seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(BATCH, *INPUT, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+
+
+def losses_at_last_epoch(cls, student, teacher, method, x, y):
+    """Losses at the last epoch, after one epoch-end hook (past any warm-up, centres formed)."""
+    student.train()
+    method.train()
+    with torch.no_grad():
+        t_taps = teacher.forward_taps(x) if cls.needs_teacher() else None
+    method.losses(student.forward_taps(x), t_taps, y, epoch=0)
+    method.on_epoch_end(0)
+    return method.losses(student.forward_taps(x), t_taps, y, epoch=EPOCHS - 1)
+
+
+@pytest.fixture(params=method_names())
+def name(request):
+    return request.param
+
+
+def test_declarations(name):
+    cls = get_method(name)
+    assert issubclass(cls, Method)
+    assert cls.name == name
+    assert cls.paper, "every plugin cites its paper"
+    assert set(cls.student_taps) <= TAP_NAMES and set(cls.teacher_taps) <= TAP_NAMES
+    assert isinstance(cls.defaults, dict)
+
+
+def test_losses_are_named_finite_scalars(name, tmp_path):
+    cls, student, teacher, method = build(name, tmp_path)
+    terms = losses_at_last_epoch(cls, student, teacher, method, *batch())
+    assert isinstance(terms, dict) and terms
+    for key, value in terms.items():
+        assert isinstance(key, str) and key
+        assert value.dim() == 0, f"{key} is not a scalar"
+        assert math.isfinite(value.item()), f"{key} = {value.item()}"
+
+
+def test_gradients_reach_student_and_extras_never_teacher(name, tmp_path):
+    cls, student, teacher, method = build(name, tmp_path)
+    terms = losses_at_last_epoch(cls, student, teacher, method, *batch())
+    sum(terms.values()).backward()
+    for pname, p in student.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"no gradient in student.{pname}"
+    assert any(p.grad.abs().sum() > 0 for p in student.parameters())
+    for pname, p in method.named_parameters():
+        assert p.grad is not None, f"no gradient in extra module {pname}"
+    for pname, p in teacher.named_parameters():
+        assert p.grad is None and not p.requires_grad, f"teacher.{pname} received a gradient"
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in method.parameters()}, "teacher parameters in the method"
+
+
+def test_teacher_stays_in_eval_mode(name, tmp_path):
+    cls, student, teacher, method = build(name, tmp_path)
+    x, y = batch()
+    losses_at_last_epoch(cls, student, teacher, method, x, y)
+    method.train()  # a method switching itself to train mode must not drag the teacher along
+    assert not teacher.training
+    assert all(not m.training for m in teacher.modules())
+
+
+def test_same_seed_same_loss(name, tmp_path):
+    a = build(name, tmp_path / "a")
+    b = build(name, tmp_path / "b")
+    x, y = batch()
+    ta = losses_at_last_epoch(*a, x, y)
+    tb = losses_at_last_epoch(*b, x, y)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"{k}: {ta[k].item()} != {tb[k].item()}"
+
+
+def test_state_dict_round_trips(name, tmp_path):
+    cls, student, teacher, method = build(name, tmp_path)
+    x, y = batch()
+    losses_at_last_epoch(cls, student, teacher, method, x, y)  # state after an epoch end
+    state = method.state_dict()
+    teacher_keys = set(teacher.state_dict())
+    assert not any(k in teacher_keys or k.startswith("teacher") for k in state), "teacher in state_dict"
+    _, student2, _, fresh = build(name, tmp_path / "fresh", seed=99)
+    fresh.load_state_dict(state)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    student2.load_state_dict(student.state_dict())  # injected modules travel with the student
