@@ -1,0 +1,290 @@
+"""Suite files: plain YAML data, validated into dataclasses with one-line errors.
+
+A suite declares the dataset, the teacher (trained in-suite with its own seed and budget), the
+student, the training protocol (budget in epochs, optimizer, schedule), the methods and the seeds.
+Nothing in it is code: it is read with ``yaml.safe_load`` and every key is checked, so a typo is an
+error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.data import DATASETS
+from benchmarks.errors import ConfigError
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+#: Bump when a change to the harness changes what a run computes; it is part of every config hash.
+PROTOCOL_VERSION = 1
+
+OPTIMIZERS = {"sgd": {"lr", "momentum", "weight_decay", "nesterov"}, "adamw": {"lr", "weight_decay"}}
+SCHEDULES = {"cosine": set(), "multistep": {"milestones", "gamma"}, "constant": set()}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """``cosine``: per-step cosine from lr to 0 over the budget; ``multistep``: ×gamma at each
+    milestone epoch (the CRD protocol's 150/180/210); ``constant``."""
+
+    name: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str
+    seed: int
+    train: TrainConfig
+    min_acc: float | None = None  # a teacher below this test accuracy (%) is an error
+    train_size: int | None = None  # first N training images for the teacher (default: all)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One column of the run matrix: a registered method under a label, with hyperparameter overrides.
+
+    The label defaults to the method's name; distinct labels let one suite compare variants of a method
+    (e.g. an ablation over one hyperparameter)."""
+
+    method: str
+    label: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    name: str
+    description: str
+    dataset: str
+    teacher: TeacherConfig
+    student_model: str
+    train: TrainConfig
+    methods: tuple[MethodEntry, ...]
+    seeds: tuple[int, ...]
+    path: str
+    train_size: int | None = None  # students train on the first N training images (default: all)
+    test_size: int | None = None  # evaluate on the first N test images (default: all)
+
+    def entry(self, label: str) -> MethodEntry:
+        for e in self.methods:
+            if e.label == label:
+                return e
+        raise ConfigError(f"suite {self.name!r} has no method {label!r}")
+
+
+# --------------------------------------------------------------------------------------- parsing
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def find_suite(name_or_path: str) -> Path:
+    """A suite by name (``benchmarks/suites/<name>.yaml``) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = SUITES_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise ConfigError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suite_names())}")
+
+
+def load_suite(name_or_path: str) -> SuiteConfig:
+    path = find_suite(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_suite(raw, path)
+
+
+def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
+    where = str(path)
+    top = _mapping(raw, where)
+    _keys(top, where, required={"name", "dataset", "teacher", "student", "train", "methods", "seeds"},
+          optional={"description", "train_size", "test_size"})
+    dataset = _str(top["dataset"], f"{where}: dataset")
+    if dataset not in DATASETS:
+        raise ConfigError(f"{where}: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+
+    t = _mapping(top["teacher"], f"{where}: teacher")
+    _keys(t, f"{where}: teacher", required={"model", "seed", "train"}, optional={"min_acc", "train_size"})
+    teacher = TeacherConfig(
+        model=_str(t["model"], f"{where}: teacher.model"),
+        seed=_int(t["seed"], f"{where}: teacher.seed", minimum=0),
+        train=_train(t["train"], f"{where}: teacher.train"),
+        min_acc=None if t.get("min_acc") is None else _float(t["min_acc"], f"{where}: teacher.min_acc"),
+        train_size=_optional_int(t.get("train_size"), f"{where}: teacher.train_size"),
+    )
+    s = _mapping(top["student"], f"{where}: student")
+    _keys(s, f"{where}: student", required={"model"}, optional=set())
+
+    seeds = top["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers")
+    seeds_t = tuple(_int(x, f"{where}: seeds", minimum=0) for x in seeds)
+    if len(set(seeds_t)) != len(seeds_t):
+        raise ConfigError(f"{where}: seeds are repeated")
+
+    return SuiteConfig(
+        name=_str(top["name"], f"{where}: name"),
+        description=str(top.get("description", "")).strip(),
+        dataset=dataset,
+        teacher=teacher,
+        student_model=_str(s["model"], f"{where}: student.model"),
+        train=_train(top["train"], f"{where}: train"),
+        methods=_methods(top["methods"], where),
+        seeds=seeds_t,
+        path=where,
+        train_size=_optional_int(top.get("train_size"), f"{where}: train_size"),
+        test_size=_optional_int(top.get("test_size"), f"{where}: test_size"),
+    )
+
+
+def _methods(raw: Any, where: str) -> tuple[MethodEntry, ...]:
+    """``all`` (every registered method, in name order), or a list of names and/or mappings
+    ``{method: NAME, label: LABEL, hyperparameters: {...}}``. Names are checked when the suite runs."""
+    if raw == "all":
+        from benchmarks.registry import method_names
+
+        return tuple(MethodEntry(m, m) for m in method_names())
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: methods must be 'all' or a non-empty list")
+    entries = []
+    for item in raw:
+        if isinstance(item, str):
+            entries.append(MethodEntry(item, item))
+            continue
+        m = _mapping(item, f"{where}: methods entry")
+        _keys(m, f"{where}: methods entry", required={"method"}, optional={"label", "hyperparameters"})
+        name = _str(m["method"], f"{where}: methods.method")
+        label = _str(m.get("label", name), f"{where}: methods.label")
+        if not label.replace("-", "_").isidentifier():
+            raise ConfigError(f"{where}: method label {label!r} must be letters, digits, '_' or '-'")
+        hp = m.get("hyperparameters") or {}
+        entries.append(MethodEntry(name, label, dict(_mapping(hp, f"{where}: {label}.hyperparameters"))))
+    labels = [e.label for e in entries]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: method labels are repeated: {labels}")
+    return tuple(entries)
+
+
+def _train(raw: Any, where: str) -> TrainConfig:
+    m = _mapping(raw, where)
+    _keys(m, where, required={"epochs", "batch_size"}, optional={"optimizer", "schedule"})
+    opt_raw = dict(_mapping(m.get("optimizer", {}), f"{where}.optimizer"))
+    opt_name = opt_raw.pop("name", "sgd")
+    if opt_name not in OPTIMIZERS:
+        raise ConfigError(f"{where}.optimizer: unknown optimizer {opt_name!r}; known: {sorted(OPTIMIZERS)}")
+    _keys(opt_raw, f"{where}.optimizer", required=set(), optional=OPTIMIZERS[opt_name])
+    opt = OptimizerConfig(
+        name=opt_name,
+        lr=_float(opt_raw.get("lr", 0.05), f"{where}.optimizer.lr", positive=True),
+        momentum=_float(opt_raw.get("momentum", 0.9), f"{where}.optimizer.momentum"),
+        weight_decay=_float(opt_raw.get("weight_decay", 5e-4), f"{where}.optimizer.weight_decay"),
+        nesterov=bool(opt_raw.get("nesterov", False)),
+    )
+    sch_raw = dict(_mapping(m.get("schedule", {}), f"{where}.schedule"))
+    sch_name = sch_raw.pop("name", "cosine")
+    if sch_name not in SCHEDULES:
+        raise ConfigError(f"{where}.schedule: unknown schedule {sch_name!r}; known: {sorted(SCHEDULES)}")
+    _keys(sch_raw, f"{where}.schedule", required=set(), optional=SCHEDULES[sch_name])
+    milestones = sch_raw.get("milestones", [])
+    if not isinstance(milestones, list):
+        raise ConfigError(f"{where}.schedule.milestones must be a list of epochs")
+    sched = ScheduleConfig(
+        name=sch_name,
+        milestones=tuple(_int(x, f"{where}.schedule.milestones", minimum=1) for x in milestones),
+        gamma=_float(sch_raw.get("gamma", 0.1), f"{where}.schedule.gamma", positive=True),
+    )
+    return TrainConfig(
+        epochs=_int(m["epochs"], f"{where}.epochs", minimum=1),
+        batch_size=_int(m["batch_size"], f"{where}.batch_size", minimum=1),
+        optimizer=opt,
+        schedule=sched,
+    )
+
+
+def _mapping(raw: Any, where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _keys(m: dict, where: str, required: set[str], optional: set[str]) -> None:
+    missing = required - set(m)
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+    unknown = set(m) - required - optional
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+
+
+def _str(v: Any, where: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{where} must be a non-empty string, got {v!r}")
+    return v
+
+
+def _int(v: Any, where: str, minimum: int | None = None) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ConfigError(f"{where} must be an integer, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{where} must be at least {minimum}, got {v}")
+    return v
+
+
+def _optional_int(v: Any, where: str) -> int | None:
+    return None if v is None else _int(v, where, minimum=1)
+
+
+def _float(v: Any, where: str, positive: bool = False) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise ConfigError(f"{where} must be a number, got {v!r}")
+    if v < 0 or (positive and v == 0):
+        raise ConfigError(f"{where} must be {'positive' if positive else 'non-negative'}, got {v}")
+    return float(v)
+
+
+# ---------------------------------------------------------------------------------------- hashing
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (dataclasses expanded, keys sorted)."""
+    def default(o):
+        if hasattr(o, "__dataclass_fields__"):
+            return asdict(o)
+        if isinstance(o, (set, frozenset, tuple)):
+            return list(o)
+        raise TypeError(f"cannot hash {type(o).__name__}")
+
+    text = json.dumps(obj, sort_keys=True, default=default, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
