@@ -1,0 +1,88 @@
+"""The ``kdbench`` command line: ``run`` a suite, list ``methods`` and ``suites``.
+
+Errors caused by input (unknown suite or method, malformed suite file, missing data) print one line
+and exit with status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks.errors import KDBenchError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.config import load_suite
+    from benchmarks.runner import run_suite
+
+    suite = load_suite(args.suite)
+    records = run_suite(
+        suite, methods=args.methods, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
+        download=args.download, results_dir=args.results_dir,
+        progress=False if args.no_progress else None,
+    )
+    bad = [r for r in records if r["status"] != "ok"]
+    print(f"{len(records)} runs in {args.results_dir}/{suite.name}/runs: "
+          f"{len(records) - len(bad)} ok, {len(bad)} not ok")
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from benchmarks.registry import get_method, method_names
+
+    for name in method_names():
+        cls = get_method(name)
+        flag = " (reconstructed)" if cls.reconstructed else ""
+        defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults.items()) or "no hyperparameters"
+        taps = ", ".join(sorted(cls.teacher_taps)) or "none"
+        print(f"{name}{flag}\n  paper: {cls.paper}\n  defaults: {defaults}\n  teacher taps: {taps}")
+    return 0
+
+
+def _cmd_suites(args: argparse.Namespace) -> int:
+    from benchmarks.config import load_suite, suite_names
+
+    for name in suite_names():
+        s = load_suite(name)
+        print(f"{name}: {s.dataset}, {s.teacher.model} -> {s.student_model}, {s.train.epochs} epochs, "
+              f"{len(s.methods)} methods x {len(s.seeds)} seeds")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite's matrix of (method, seed) cells")
+    run.add_argument("suite", help="suite name (see `kdbench suites`) or path to a suite YAML file")
+    run.add_argument("--methods", nargs="+", help="only these method labels or names")
+    run.add_argument("--seeds", nargs="+", type=int, help="these seeds instead of the suite's")
+    run.add_argument("--device", default="auto", help="auto (default: cuda if present), cpu, cuda[:N]")
+    run.add_argument("--data-dir", help="folder holding the dataset files")
+    run.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
+    run.add_argument("--results-dir", default="results", help="where run records go (default: results)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars, summaries only")
+    run.set_defaults(func=_cmd_run)
+
+    methods = sub.add_parser("methods", help="list registered method plugins with paper and defaults")
+    methods.set_defaults(func=_cmd_methods)
+    suites = sub.add_parser("suites", help="list the built-in suites")
+    suites.set_defaults(func=_cmd_suites)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KDBenchError as exc:
+        print(f"kdbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdbench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

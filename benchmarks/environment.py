@@ -1,0 +1,92 @@
+"""Device choice, determinism and the environment facts stored in every record."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import re
+
+import torch
+
+from benchmarks.errors import ConfigError
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None) picks CUDA when present, else CPU; an unavailable device is an error."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for but CUDA is not available")
+    return device
+
+
+def set_determinism(device: torch.device) -> bool:
+    """Deterministic kernels everywhere we can have them; returns whether the run is deterministic.
+
+    On CPU every op we use is deterministic at a fixed thread count, so the same cell run twice gives
+    bitwise-identical metrics. On CUDA we ask cuDNN for deterministic algorithms too, but scatter-style
+    backward kernels may still vary, so CUDA runs are recorded as not guaranteed deterministic.
+    """
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return False
+    torch.use_deterministic_algorithms(True)
+    return True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def environment(device: torch.device, deterministic: bool) -> dict:
+    from benchmarks import __version__
+
+    env = {
+        "kdbench": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "deterministic": deterministic,
+    }
+    return env
+
+
+# ------------------------------------------------------------------------------------ peak memory
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets this process's peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    """Peak memory in MiB since the last reset, and what was measured."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    try:
+        status = open("/proc/self/status").read()
+        kib = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+        return kib / 1024, "cpu_process_peak_rss"
+    except (OSError, AttributeError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_process_max_rss_lifetime"

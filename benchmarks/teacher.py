@@ -1,0 +1,160 @@
+"""Teachers trained in-suite, cached under a hash of their configuration, re-checked at every load.
+
+Users of other suites meet dead download links and checkpoints that do not reach the reported
+accuracy. Here a teacher is a function of its configuration (model, dataset, seed, budget, optimizer),
+trained by the harness itself and stored in ``results/teachers/<dataset>-<model>-<hash>/`` with a
+sidecar ``teacher.json`` holding the checkpoint's sha256 and test accuracy. Loading recomputes both;
+any mismatch is an error, never a silent retrain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from benchmarks.config import PROTOCOL_VERSION, SuiteConfig, stable_hash
+from benchmarks.data import Dataset
+from benchmarks.environment import environment, seed_everything
+from benchmarks.errors import TeacherError
+from benchmarks.method import MethodContext
+from benchmarks.models import build_model
+from benchmarks.models.tapped import TappedModel
+from benchmarks.records import write_json_atomic
+from benchmarks.trainer import epoch_losses, evaluate, make_cell, train_epoch
+
+#: Accuracy re-measured at load may differ from the recorded one by this much (percentage points)
+#: when the checkpoint moves between devices (CPU vs GPU kernels round differently); more is an error.
+ACC_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    model: str
+    config_hash: str
+    sha256: str
+    test_acc: float
+    path: str
+    n_train: int
+
+
+def teacher_config_hash(suite: SuiteConfig, data: Dataset) -> str:
+    return stable_hash({
+        "protocol": PROTOCOL_VERSION,
+        "dataset": data.spec.name,
+        "data_sha256": data.sha256,
+        "train_size": len(data.train),
+        "test_size": len(data.test),
+        "model": suite.teacher.model,
+        "seed": suite.teacher.seed,
+        "train": asdict(suite.teacher.train),
+    })
+
+
+def teacher_dir(results_dir: Path, suite: SuiteConfig, config_hash: str) -> Path:
+    return Path(results_dir) / "teachers" / f"{suite.dataset}-{suite.teacher.model}-{config_hash[:12]}"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def freeze(model: TappedModel) -> TappedModel:
+    """Eval mode and no gradients: the teacher is never trained, never in an optimizer."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def get_teacher(
+    suite: SuiteConfig, data: Dataset, device: torch.device, results_dir: Path, deterministic: bool,
+    log: Callable[[str], None] = print,
+) -> tuple[TappedModel, TeacherInfo]:
+    """The suite's teacher, frozen on ``device``: loaded from cache and re-checked, or trained now."""
+    h = teacher_config_hash(suite, data)
+    folder = teacher_dir(results_dir, suite, h)
+    if (folder / "teacher.json").is_file():
+        return _load(suite, data, device, folder, h)
+    return _train(suite, data, device, folder, h, deterministic, log)
+
+
+def _build(suite: SuiteConfig, data: Dataset, device: torch.device) -> TappedModel:
+    return build_model(suite.teacher.model, data.spec.num_classes, data.spec.in_channels).to(device)
+
+
+def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, TeacherInfo]:
+    meta = json.loads((folder / "teacher.json").read_text())
+    ckpt = folder / "teacher.pt"
+    if not ckpt.is_file():
+        raise TeacherError(f"teacher checkpoint {ckpt} is missing; delete {folder} to retrain it")
+    sha = file_sha256(ckpt)
+    if sha != meta["sha256"]:
+        raise TeacherError(
+            f"teacher checkpoint {ckpt} has sha256 {sha[:12]}…, recorded {meta['sha256'][:12]}…; "
+            f"delete {folder} to retrain it"
+        )
+    model = _build(suite, data, device)
+    model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
+    acc = evaluate(model, data.test)
+    if abs(acc - meta["test_acc"]) > ACC_TOLERANCE:
+        raise TeacherError(
+            f"teacher {ckpt} measures {acc:.2f}% on the test set, recorded {meta['test_acc']:.2f}%; "
+            f"delete {folder} to retrain it"
+        )
+    _check_min_acc(suite, acc, folder)
+    return freeze(model), TeacherInfo(suite.teacher.model, h, sha, acc, str(ckpt), len(data.train))
+
+
+def _train(suite, data, device, folder: Path, h: str, deterministic: bool, log) -> tuple[TappedModel, TeacherInfo]:
+    from methods.student_ce import StudentCE
+
+    cfg = suite.teacher
+    log(f"training teacher {cfg.model} on {suite.dataset} ({cfg.train.epochs} epochs, seed {cfg.seed})")
+    seed_everything(cfg.seed)
+    model = _build(suite, data, device)
+    shapes = model.tap_shapes(tuple(data.train.images.shape[1:]))
+    ctx = MethodContext(model, None, shapes, None, data.spec.num_classes, cfg.train.epochs, 0)
+    cell = make_cell(model, StudentCE({}, ctx), cfg.train.optimizer)
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(cfg.train.epochs):
+        train_epoch([cell], None, data, cfg.train, cfg.seed, epoch)
+        if cell.status != "ok":
+            raise TeacherError(f"teacher training diverged at epoch {epoch + 1}; lower teacher.train lr")
+        acc = evaluate(model, data.test)
+        history.append({"epoch": epoch + 1, "loss": epoch_losses(cell)["total"], "test_acc": acc})
+        log(f"  teacher epoch {epoch + 1}/{cfg.train.epochs}: test {acc:.2f}%")
+    train_s = time.perf_counter() - t0
+    acc = history[-1]["test_acc"]
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / "teacher.pt"
+    tmp = folder / ".teacher.pt.tmp"
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(ckpt)
+    sha = file_sha256(ckpt)
+    write_json_atomic(folder / "teacher.json", {
+        "model": cfg.model, "dataset": suite.dataset, "config_hash": h, "config": asdict(cfg),
+        "sha256": sha, "test_acc": acc, "history": history, "train_s": train_s,
+        "environment": environment(device, deterministic),
+    })
+    log(f"teacher {cfg.model}: {acc:.2f}% in {train_s:.0f} s, sha256 {sha[:12]}…, saved to {folder}")
+    _check_min_acc(suite, acc, folder)  # after saving: a weak teacher is kept, not retrained each time
+    return freeze(model), TeacherInfo(cfg.model, h, sha, acc, str(ckpt), len(data.train))
+
+
+def _check_min_acc(suite: SuiteConfig, acc: float, folder: Path) -> None:
+    if suite.teacher.min_acc is not None and acc < suite.teacher.min_acc:
+        raise TeacherError(
+            f"teacher {suite.teacher.model} reaches {acc:.2f}%, below the suite's min_acc "
+            f"{suite.teacher.min_acc:.2f}% (cache: {folder})"
+        )

@@ -1,0 +1,135 @@
+"""The training step and epoch loop, shaped so one teacher pass can feed several students.
+
+A :class:`Cell` is one student being trained by one method. :func:`train_epoch` draws each batch
+once, runs the teacher once (if any cell needs it), then updates every live cell on that batch. The
+runner passes one cell today; running all methods of a seed in lockstep is passing several.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from benchmarks.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from benchmarks.data import Dataset, Split, test_batches, train_batches
+from benchmarks.method import Method
+from benchmarks.models.tapped import TappedModel
+
+
+@dataclass
+class Cell:
+    """One (student, method) pair under training, with its optimizer and running epoch sums."""
+
+    student: TappedModel
+    method: Method
+    optimizer: torch.optim.Optimizer
+    status: str = "ok"  # becomes "diverged" at the first non-finite loss
+    diverged_at: dict | None = None
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: int = 0
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.student.parameters()] + [p for p in self.method.parameters()]
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at(opt: OptimizerConfig, sched: ScheduleConfig, epochs: int, epoch: int, progress: float) -> float:
+    """Learning rate at ``epoch`` (from 0) plus ``progress`` ∈ [0, 1) through it."""
+    if sched.name == "cosine":
+        t = (epoch + progress) / epochs
+        return opt.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    if sched.name == "multistep":
+        return opt.lr * sched.gamma ** sum(1 for m in sched.milestones if epoch >= m)
+    return opt.lr
+
+
+def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig) -> Cell:
+    cell = Cell(student=student, method=method, optimizer=None)  # type: ignore[arg-type]
+    cell.optimizer = build_optimizer(cell.trainable_parameters(), cfg)
+    return cell
+
+
+def train_epoch(
+    cells: list[Cell],
+    teacher: TappedModel | None,
+    data: Dataset,
+    train: TrainConfig,
+    seed: int,
+    epoch: int,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
+    """One epoch over the training set for every live cell, on the (seed, epoch) data stream."""
+    live = [c for c in cells if c.status == "ok"]
+    needs_teacher = teacher is not None and any(c.method.needs_teacher() for c in live)
+    steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
+    for c in live:
+        c.student.train()
+        c.method.train()
+        c.sums, c.steps = {}, 0
+    for step, (x, y) in enumerate(train_batches(data.train, data.spec, train.batch_size, seed, epoch)):
+        lr = lr_at(train.optimizer, train.schedule, train.epochs, epoch, step / steps_per_epoch)
+        t_taps = None
+        if needs_teacher:
+            with torch.no_grad():
+                t_taps = teacher.forward_taps(x)
+        for c in live:
+            if c.status != "ok":
+                continue
+            _step(c, x, y, t_taps, epoch, step, lr)
+        if on_step is not None:
+            on_step(step)
+    for c in live:
+        if c.status == "ok":
+            c.method.on_epoch_end(epoch)
+
+
+def _step(c: Cell, x, y, t_taps, epoch: int, step: int, lr: float) -> None:
+    for group in c.optimizer.param_groups:
+        group["lr"] = lr
+    terms = c.method.losses(c.student.forward_taps(x), t_taps, y, epoch)
+    loss = sum(terms.values())
+    if not torch.isfinite(loss):
+        c.status = "diverged"
+        c.diverged_at = {
+            "epoch": epoch + 1, "step": step,
+            "terms": {k: float(v.detach()) for k, v in terms.items()},
+        }
+        return
+    c.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    c.optimizer.step()
+    for k, v in terms.items():
+        d = v.detach()
+        c.sums[k] = c.sums[k] + d if k in c.sums else d.clone()
+    c.steps += 1
+
+
+def epoch_losses(c: Cell) -> dict[str, float]:
+    """Mean of each named loss term over the epoch's steps, plus their sum as ``total``."""
+    means = {k: float(v) / max(c.steps, 1) for k, v in c.sums.items()}
+    means["total"] = sum(means.values())
+    return means
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent on ``split`` (eval mode, no augmentation)."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
+    for x, y in test_batches(split, batch_size):
+        correct += (model(x).argmax(dim=1) == y).sum()
+    model.train(was_training)
+    return 100.0 * int(correct) / len(split)
