@@ -244,7 +244,7 @@ def run_cell(
             acc = evaluate(method.eval_model(student), data.test)
             rec["epochs"].append({
                 "epoch": epoch + 1,
-                "lr": _lr_of(tcell),
+                "lr_end": _lr_of(tcell),  # learning rate at the epoch's last step
                 "loss": epoch_losses(tcell),
                 "test_acc": acc,
                 "train_s": epoch_s,
