@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import inspect
 import math
 import time
@@ -29,6 +30,7 @@ from benchmarks import records
 from benchmarks.config import PROTOCOL_VERSION, MethodEntry, SuiteConfig, stable_hash
 from benchmarks.cost import inference_flops, parameter_counts
 from benchmarks.data import Dataset, head, load_dataset
+from benchmarks.diagnostics import kernel_gap, pooled_features
 from benchmarks.environment import (
     environment, peak_memory, reset_peak_memory, resolve_device, seed_everything, set_determinism,
 )
@@ -61,8 +63,8 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
     if methods:
         known = {e.label for e in entries} | {e.method for e in entries}
         for m in methods:
-            get_method(m)  # unknown to the registry: ConfigError naming the registered ones
             if m not in known:
+                get_method(m)  # neither a suite label nor registered: ConfigError naming the registered
                 entries.append(MethodEntry(m, m))
         entries = [e for e in entries if e.label in methods or e.method in methods]
     resolved = {e.label: resolve_hyperparameters(e.method, e.overrides) for e in entries}
@@ -77,8 +79,6 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
 
 def method_source_sha256(cls: type) -> str:
     """Hash of the plugin's source file: editing a method invalidates its records."""
-    import hashlib
-
     return hashlib.sha256(Path(inspect.getsourcefile(cls)).read_bytes()).hexdigest()
 
 
@@ -124,10 +124,11 @@ def run_suite(
     bar = Progress(total=len(cells), enabled=progress)
     say = log or bar.write
 
-    teacher, tinfo = None, None
+    teacher, tinfo, teacher_test_features = None, None, None
     if any(c.method_cls.needs_teacher() for c in cells):
         teacher_data = head(full, suite.teacher.train_size, suite.test_size)
         teacher, tinfo = get_teacher(suite, teacher_data, torch_device, results_dir, deterministic, say)
+        teacher_test_features = pooled_features(teacher, data.test)
         say(f"teacher {tinfo.model}: {tinfo.test_acc:.2f}% test, sha256 {tinfo.sha256[:12]}…")
 
     out = []
@@ -142,7 +143,8 @@ def run_suite(
             bar.advance()
             continue
         rec = run_cell(
-            suite, cell, config, h, data, teacher, tinfo, torch_device, deterministic, results_dir, bar
+            suite, cell, config, h, data, teacher, tinfo, teacher_test_features, torch_device,
+            deterministic, results_dir, bar,
         )
         records.write_json_atomic(path, rec)
         say(f"[{i}/{len(cells)}] {summary_line(rec)}")
@@ -166,8 +168,8 @@ def checkpoint_path(results_dir: Path, suite: str, label: str, seed: int) -> Pat
 
 def run_cell(
     suite: SuiteConfig, cell: Cell, config: dict, config_hash: str, data: Dataset,
-    teacher: TappedModel | None, tinfo: TeacherInfo | None, device: torch.device, deterministic: bool,
-    results_dir: Path, bar: Progress,
+    teacher: TappedModel | None, tinfo: TeacherInfo | None, teacher_test_features: torch.Tensor | None,
+    device: torch.device, deterministic: bool, results_dir: Path, bar: Progress,
 ) -> dict:
     """Train one cell to the end of its budget and return its record (never raises for a run error)."""
     train = suite.train
@@ -199,6 +201,7 @@ def run_cell(
         "final_acc": None,
         "best_acc": None,
         "best_epoch": None,
+        "diagnostics": {"kernel_gap_test": None},
     }
     ckpt = checkpoint_path(results_dir, suite.name, cell.entry.label, cell.seed)
     train_s = 0.0
@@ -254,6 +257,10 @@ def run_cell(
         rec["params"] = parameter_counts(student, method, eval_model)
         rec["inference_flops"] = inference_flops(eval_model, input_shape, device)
         rec["extras"] = method.record_extras()
+        if rec["status"] == "ok" and teacher_test_features is not None:
+            rec["diagnostics"]["kernel_gap_test"] = kernel_gap(
+                pooled_features(student, data.test), teacher_test_features
+            )
     except Exception as exc:  # one run's failure is recorded; the suite goes on
         rec["status"] = "failed"
         rec["error"] = f"{type(exc).__name__}: {exc}"

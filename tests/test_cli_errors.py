@@ -26,6 +26,16 @@ def test_unknown_method(capsys, tmp_path):
     check_one_line_error(capsys, ["run", "smoke", "--methods", "nope"], "unknown method 'nope'", tmp_path / "r")
 
 
+def test_methods_filter_accepts_suite_labels(tmp_path, write_suite):
+    from benchmarks.config import load_suite
+    from benchmarks.runner import plan
+
+    path = write_suite(methods=["student_ce", {"method": "vanilla_kd", "label": "kd_T2",
+                                               "hyperparameters": {"T": 2}}])
+    cells = plan(load_suite(str(path)), ["kd_T2"], [0])
+    assert [(c.entry.label, c.hyperparameters["T"]) for c in cells] == [("kd_T2", 2.0)]
+
+
 def test_unknown_hyperparameter(capsys, tmp_path, write_suite):
     path = write_suite(methods=[{"method": "vanilla_kd", "hyperparameters": {"temperature": 4}}])
     check_one_line_error(capsys, ["run", str(path)], "no hyperparameter 'temperature'", tmp_path / "r")

@@ -49,6 +49,7 @@ def test_smoke_writes_a_record_per_cell(smoke_records):
         assert all("loss" in e and "total" in e["loss"] for e in rec["epochs"])
         if rec["method"] != "student_ce":
             assert len(rec["teacher_sha256"]) == 64
+        assert 0 < rec["diagnostics"]["kernel_gap_test"] < 10
     assert not list((smoke_records / "smoke").glob("checkpoints/*.pt")), "finished runs leave no checkpoint"
 
 

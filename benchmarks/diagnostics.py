@@ -1,0 +1,37 @@
+"""Representation diagnostics recorded for every run, whatever its method.
+
+Kernel gap: how far the student's linear kernel on test-set features is from the teacher's,
+‖K_S − K_T‖_F / ‖K_T‖_F with K = F Fᵀ (n×n). It is what kernel-transfer methods minimise, and
+recording it for every run (baseline and KD included) shows whether a method moves it at all.
+Computed without forming the n×n matrices: ‖SSᵀ − TTᵀ‖²_F = ‖SᵀS‖²_F + ‖TᵀT‖²_F − 2‖SᵀT‖²_F, which
+is O(n·d²) instead of O(n²·d) time and O(n²) memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from benchmarks.data import Split, test_batches
+from benchmarks.models.tapped import TappedModel
+
+
+@torch.no_grad()
+def pooled_features(model: TappedModel, split: Split, batch_size: int = 1000) -> torch.Tensor:
+    """The pooled tap (GAP of the pre-pool map) for every image of ``split``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    feats = torch.cat([model.forward_taps(x).pooled for x, _ in test_batches(split, batch_size)])
+    model.train(was_training)
+    return feats
+
+
+def kernel_gap(student_features: torch.Tensor, teacher_features: torch.Tensor) -> float:
+    """‖S Sᵀ − T Tᵀ‖_F / ‖T Tᵀ‖_F for features S (n×d_s) and T (n×d_t), in float64."""
+    s = student_features.double()
+    t = teacher_features.double()
+    ss = (s.T @ s).square().sum()
+    tt = (t.T @ t).square().sum()
+    st = (s.T @ t).square().sum()
+    return math.sqrt(max(float(ss + tt - 2 * st), 0.0)) / math.sqrt(float(tt))
