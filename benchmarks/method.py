@@ -91,6 +91,11 @@ class Method(nn.Module):
     def needs_teacher(cls) -> bool:
         return bool(cls.teacher_taps)
 
+    @classmethod
+    def check_hyperparameters(cls, hp: dict[str, Any]) -> None:
+        """Raise :class:`~benchmarks.errors.ConfigError` for a value outside its domain (types are
+        already checked against ``defaults``). Called before any run, so a bad suite writes nothing."""
+
     def prepare(self, data: TeacherData) -> dict[str, Any]:
         """Once per run, before training: compute offline targets from the teacher (cache them in
         ``data.cache_dir``). Returns facts to record in the run record (e.g. time spent)."""

@@ -75,6 +75,7 @@ def resolve_hyperparameters(name: str, overrides: dict[str, Any] | None) -> dict
             known = ", ".join(sorted(hp)) or "none"
             raise ConfigError(f"method {name!r} has no hyperparameter {key!r} (known: {known})")
         hp[key] = _coerce(name, key, hp[key], value)
+    cls.check_hyperparameters(hp)
     return hp
 
 

@@ -68,6 +68,8 @@ def test_malformed_yaml(capsys, tmp_path):
     ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
     ({"student": {"model": "resnet1000"}}, "unknown model 'resnet1000'"),
     ({"extra_key": 1}, "unknown key(s) extra_key"),
+    ({"methods": [{"method": "kernel_nystrom", "hyperparameters": {"feature": "middle"}}]},
+     "feature must be one of"),
 ])
 def test_bad_suite_values(capsys, tmp_path, write_suite, override, fragment):
     path = write_suite(**override)
