@@ -1,0 +1,76 @@
+"""Yang, Martinez, Bulat, Tzimiropoulos, ICLR 2021, "Knowledge distillation via Softmax Regression
+Representation Learning" (SRRL; released code: github.com/jingyang2017/KD_SRRL).
+
+Only the penultimate representation is distilled. With F_s (B×C_s×H_s×W_s) and F_t (B×C_t×H_t×W_t)
+the maps each network actually pools (the ``prepool`` taps), and r a connector:
+
+    r(F_s)  = ReLU(BN(Conv1×1(F_s)))                      C_s → C_t, no bias               [code]
+    L_FM    = mean_{b,c} (GAP(r(F_s)) − GAP(F_t))²        MSE, no normalisation            [code]
+    L_SR    = mean_{b,k} (W_t·GAP(r(F_s)) + b_t − z_t)²   raw logits, no softmax / T       [code]
+    L       = CE(z_s, y) + 1·L_FM + 1·L_SR  (+ κ·T²·KL, κ = 0 by default)
+
+L_SR is the "softmax regression": the connected student feature is scored by the teacher's own
+frozen classifier (W_t, b_t) and must reproduce the teacher's logits z_t; the abstract calls it an
+L2 loss [paper], the code uses MSE [code]. The connector r is applied to the spatial map and pooled
+afterwards (BN and ReLU do not commute with GAP), so the spatial sizes of F_s and F_t may differ:
+only means are compared. GAP(F_t) is the teacher's ``pooled`` tap, the mean of its pre-pool map.
+
+Connector init as the released code: conv normal(0, sqrt(2 / (1·1·C_t))), BN weight 1, bias 0. The
+connector is training-only; the student keeps its own classifier at inference. The teacher's head is
+used through ``F.linear`` on detached weights, so it is never a parameter of this method and never
+receives a gradient, while gradients flow through it into r and the student.
+
+The official recipe has no KD term; a third-party CIFAR re-run adds vanilla KD with weight 1, offered
+here as ``kd_weight`` (default 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.method import Method
+from benchmarks.registry import register
+from methods.vanilla_kd import kd_loss
+
+
+def connector(c_s: int, c_t: int) -> nn.Sequential:
+    """1×1 conv (no bias) → BN → ReLU, initialised as the released code."""
+    conv = nn.Conv2d(c_s, c_t, kernel_size=1, bias=False)
+    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / c_t))
+    bn = nn.BatchNorm2d(c_t)
+    nn.init.ones_(bn.weight)
+    nn.init.zeros_(bn.bias)
+    return nn.Sequential(conv, bn, nn.ReLU())
+
+
+@register
+class SRRL(Method):
+    name = "srrl"
+    paper = (
+        "Yang, Martinez, Bulat, Tzimiropoulos, ICLR 2021, Knowledge distillation via Softmax "
+        "Regression Representation Learning"
+    )
+    defaults = {"fm_weight": 1.0, "sr_weight": 1.0, "kd_weight": 0.0, "T": 4.0}
+    student_taps = frozenset({"prepool", "logits"})
+    teacher_taps = frozenset({"pooled", "logits"})
+
+    def __init__(self, hp, ctx):
+        super().__init__(hp, ctx)
+        self.connector = connector(ctx.student_shapes.prepool[0], ctx.teacher_shapes.prepool[0])
+
+    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+        head = self.ctx.teacher.classifier
+        feat = self.connector(s.prepool).mean(dim=(2, 3))  # GAP(r(F_s)), B×C_t
+        z_tc = F.linear(feat, head.weight.detach(), head.bias.detach())
+        terms = {
+            "ce": F.cross_entropy(s.logits, y),
+            "fm": self.hp["fm_weight"] * F.mse_loss(feat, t.pooled),
+            "sr": self.hp["sr_weight"] * F.mse_loss(z_tc, t.logits),
+        }
+        if self.hp["kd_weight"] > 0:
+            terms["kd"] = self.hp["kd_weight"] * kd_loss(s.logits, t.logits, self.hp["T"])
+        return terms
