@@ -15,3 +15,7 @@ class DataError(KDBenchError):
 
 class TeacherError(KDBenchError):
     """A cached teacher does not match its recorded hash or accuracy."""
+
+
+class ReportError(KDBenchError):
+    """There are no run records to report on (missing, empty or wholly unreadable results folder)."""
