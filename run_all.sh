@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kdbench's one entry point.
-#   ./run_all.sh                 set up, then run the default suite (Fashion-MNIST, CPU-sized)
-#   ./run_all.sh test [ARGS]     set up, then run the test suite (ARGS go to pytest)
-#   ./run_all.sh run SUITE [OPTS]  set up, then `kdbench run SUITE OPTS`
+#   ./run_all.sh                    set up, run the default suite (Fashion-MNIST, CPU-sized), then report on it
+#   ./run_all.sh test [ARGS]        set up, then run the test suite (ARGS go to pytest)
+#   ./run_all.sh run SUITE [OPTS]   set up, then `kdbench run SUITE OPTS`
+#   ./run_all.sh report SUITE [OPTS]  set up, then `kdbench report SUITE OPTS` (report/SUITE/leaderboard.md)
 # Set-up: a .venv with the pinned torch/torchvision and the project, and Fashion-MNIST from Debian
 # when it is missing and this machine can install it. KDBENCH_PYTHON=/path/to/python skips the venv
 # and uses an interpreter that already has torch (a GPU machine with a preinstalled stack).
@@ -48,6 +49,7 @@ setup_data
 case "${1:-}" in
   test) shift; exec "$PY" -m pytest "$@" ;;
   run) shift; exec "$PY" -m benchmarks run "$@" ;;
-  "") exec "$PY" -m benchmarks run default ;;
-  *) echo "usage: ./run_all.sh [test [pytest args] | run SUITE [options]]" >&2; exit 2 ;;
+  report) shift; exec "$PY" -m benchmarks report "$@" ;;
+  "") "$PY" -m benchmarks run default; exec "$PY" -m benchmarks report default ;;
+  *) echo "usage: ./run_all.sh [test [pytest args] | run SUITE [options] | report SUITE [options]]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""The ``kdbench`` command line: ``run`` a suite, list ``methods`` and ``suites``.
+"""The ``kdbench`` command line: ``run`` a suite, ``report`` on its records, list ``methods`` and ``suites``.
 
 Errors caused by input (unknown suite or method, malformed suite file, missing data) print one line
 and exit with status 2; nothing is written.
@@ -25,6 +25,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     bad = [r for r in records if r["status"] != "ok"]
     print(f"{len(records)} runs in {args.results_dir}/{suite.name}/runs: "
           f"{len(records) - len(bad)} ok, {len(bad)} not ok")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import build_report
+
+    print(build_report(args.suite, args.results_dir, args.report_dir))
     return 0
 
 
@@ -64,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default="results", help="where run records go (default: results)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars, summaries only")
     run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records")
+    report.add_argument("suite", help="suite name: the records in RESULTS_DIR/SUITE/runs/ are read")
+    report.add_argument("--results-dir", default="results", help="where the run records are (default: results)")
+    report.add_argument("--report-dir", default="report",
+                        help="the report goes to REPORT_DIR/SUITE/ (default: report)")
+    report.set_defaults(func=_cmd_report)
 
     methods = sub.add_parser("methods", help="list registered method plugins with paper and defaults")
     methods.set_defaults(func=_cmd_methods)
