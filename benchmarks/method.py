@@ -46,8 +46,8 @@ class MethodContext:
 class TeacherData:
     """What :meth:`Method.prepare` gets: the teacher, the un-augmented training set and a cache folder.
 
-    ``cache_dir`` is specific to the teacher's checkpoint hash: offline targets stored there are
-    invalidated automatically when the teacher changes.
+    ``cache_dir`` sits beside the teacher's checkpoint; name cached files by ``teacher_sha256`` (and
+    the hyperparameters they depend on) so a retrained teacher never reuses stale targets.
     """
 
     teacher: TappedModel
@@ -55,6 +55,7 @@ class TeacherData:
     train_labels: torch.Tensor
     cache_dir: Path
     seed: int
+    teacher_sha256: str
 
 
 class Method(nn.Module):

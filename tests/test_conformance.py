@@ -38,6 +38,7 @@ def build(name: str, tmp_path, seed: int = 0):
         method.prepare(TeacherData(
             teacher=teacher, train_images=torch.randn(64, *INPUT, generator=g),
             train_labels=torch.arange(64) % 10, cache_dir=tmp_path / "offline", seed=0,
+            teacher_sha256="0" * 64,
         ))
     return cls, student, teacher, method
 
