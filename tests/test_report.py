@@ -256,3 +256,16 @@ def test_cli_prints_the_leaderboard_path(capsys, tmp_path):
     write_records(tmp_path / "results", "s", [make_record("student_ce", 0, 80.0)])
     code = main(["report", "s", "--results-dir", str(tmp_path / "results"), "--report-dir", str(tmp_path / "rep")])
     assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "rep" / "s" / "leaderboard.md")
+
+
+def test_kernel_gap_is_averaged_over_ok_seeds_and_shown(tmp_path):
+    recs = [make_record("vanilla_kd", s, f) for s, f in enumerate((82.0, 83.0, 84.0))]
+    for r, gap in zip(recs, (0.30, 0.50, 0.70)):
+        r["diagnostics"] = {"kernel_gap_test": gap}
+    recs.append(make_record("vanilla_kd", 3, None, status="failed", error="RuntimeError: x"))
+    recs[-1]["diagnostics"] = {"kernel_gap_test": None}
+    write_records(tmp_path / "results", "t", recs)
+    board = build_report("t", tmp_path / "results", tmp_path / "report").read_text()
+    summary = pd.read_csv(tmp_path / "report" / "t" / "summary.csv")
+    assert summary.loc[0, "kernel_gap_test_mean"] == pytest.approx(0.5)
+    assert "kernel gap" in board and "0.500" in board

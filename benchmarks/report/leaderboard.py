@@ -111,9 +111,11 @@ def _table(summary: pd.DataFrame, facts: SuiteFacts, published: pd.DataFrame) ->
             "status": _cell(s["status_notes"], NOTE_WIDTH) if s["status_notes"] else "ok",
             "wall s": _f(s["wall_s_mean"], 1),
             "img/s": _f(s["images_per_s_mean"], 0),
+            "peak MiB": _f(s["peak_memory_mb_mean"], 0),
             "extra params": _count(s["extra_trainable_params"]),
             "inference params": _count(s["inference_params"]),
             "inference FLOPs": _flops(s["inference_flops"]),
+            "kernel gap": _f(s["kernel_gap_test_mean"], 3),
         })
         if not published.empty:
             row["paper (epoch)"], row["Δ to paper"] = _paper_cells(published, s["label"], s["final_acc_mean"])
@@ -160,10 +162,14 @@ def _legend(summary: pd.DataFrame, facts: SuiteFacts) -> list[str]:
         "- **Δ vs student_ce / vanilla_kd**: paired by seed, over the seeds where both runs finished ok: the mean "
         "of the per-seed differences (percentage points) with its 95% t-interval. **wins**: seeds won out of "
         "paired seeds (a tie counts ½).",
-        "- **Cost**: mean wall seconds per run and training images per second over ok seeds; extra params: "
+        "- **Cost**: mean wall seconds per run, training images per second and peak memory (MiB; what is "
+        "measured is named under Environment) over ok seeds; extra params: "
         "trainable parameters beyond the student (training-only modules and modules injected into it); "
         "inference params and FLOPs: the network evaluated at test time, for one input "
         "(a multiply-accumulate counts 2 FLOPs).",
+        "- **Kernel gap**: ‖K_S − K_T‖_F / ‖K_T‖_F of the linear kernels K = F Fᵀ of the student's and the "
+        "teacher's pooled features on the test set, mean over ok seeds (lower: the student's feature geometry "
+        "is closer to the teacher's; what kernel_nystrom transfers).",
         f"- **Seeds**: {', '.join(map(str, facts.seeds))}",
         f"- **Budget** (config.train): {describe_budget(facts.train)}",
         f"- **Dataset**: {_dataset(facts)}",

@@ -119,6 +119,7 @@ def summary_table(records: Iterable[dict]) -> pd.DataFrame:
             "extra_trainable_params": _first_of(recs, "params", "extra_trainable"),
             "inference_params": _first_of(recs, "params", "inference"),
             "inference_flops": _first_of(recs, "inference_flops"),
+            "kernel_gap_test_mean": _mean_of([r.get("diagnostics") or {} for r in ok], "kernel_gap_test"),
             "status_notes": status_notes(recs),
         })
         rows.append(row)
