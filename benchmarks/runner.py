@@ -50,14 +50,16 @@ TRAIN_RNG_STREAM = 2_000_003
 
 
 @dataclass(frozen=True)
-class Cell:
+class RunSpec:
+    """One planned cell of the matrix: a method entry of the suite, resolved, at one seed."""
+
     entry: MethodEntry
     method_cls: type[Method]
     hyperparameters: dict[str, Any]
     seed: int
 
 
-def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None) -> list[Cell]:
+def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None) -> list[RunSpec]:
     """The cells to run, validated: every method registered, every hyperparameter known."""
     entries = list(suite.methods)
     if methods:
@@ -73,7 +75,7 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
             raise ConfigError(f"seeds must be non-negative, got {s}")
     seed_list = list(seeds) if seeds else list(suite.seeds)
     return [
-        Cell(e, get_method(e.method), resolved[e.label], s) for s in seed_list for e in entries
+        RunSpec(e, get_method(e.method), resolved[e.label], s) for s in seed_list for e in entries
     ]
 
 
@@ -82,7 +84,7 @@ def method_source_sha256(cls: type) -> str:
     return hashlib.sha256(Path(inspect.getsourcefile(cls)).read_bytes()).hexdigest()
 
 
-def cell_config(suite: SuiteConfig, cell: Cell, data: Dataset, teacher: TeacherInfo | None) -> dict:
+def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: TeacherInfo | None) -> dict:
     """Everything that determines a cell's result; its hash is the record's ``config_hash``."""
     return {
         "protocol": PROTOCOL_VERSION,
@@ -167,7 +169,7 @@ def checkpoint_path(results_dir: Path, suite: str, label: str, seed: int) -> Pat
 
 
 def run_cell(
-    suite: SuiteConfig, cell: Cell, config: dict, config_hash: str, data: Dataset,
+    suite: SuiteConfig, cell: RunSpec, config: dict, config_hash: str, data: Dataset,
     teacher: TappedModel | None, tinfo: TeacherInfo | None, teacher_test_features: torch.Tensor | None,
     device: torch.device, deterministic: bool, results_dir: Path, bar: Progress,
 ) -> dict:
