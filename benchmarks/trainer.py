@@ -32,9 +32,6 @@ class Cell:
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.student.parameters()] + [p for p in self.method.parameters()]
-
 
 def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
@@ -56,9 +53,9 @@ def lr_at(opt: OptimizerConfig, sched: ScheduleConfig, epochs: int, epoch: int, 
 
 
 def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig) -> Cell:
-    cell = Cell(student=student, method=method, optimizer=None)  # type: ignore[arg-type]
-    cell.optimizer = build_optimizer(cell.trainable_parameters(), cfg)
-    return cell
+    """The student and the method's extra modules share one optimizer; the teacher is never in it."""
+    params = list(student.parameters()) + list(method.parameters())
+    return Cell(student=student, method=method, optimizer=build_optimizer(params, cfg))
 
 
 def train_epoch(
