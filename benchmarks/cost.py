@@ -13,19 +13,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.models.tapped import TappedModel
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def parameter_counts(student: TappedModel, method: nn.Module, eval_model: nn.Module) -> dict[str, int]:
-    """``student``: the zoo network alone; ``extra_trainable``: everything else the optimizer trains
-    (the method's modules and modules it injected into the student); ``inference``: the network
-    evaluated at test time, injected modules included."""
+    """``student``: the zoo network alone (with the head a method gave it, if it replaced the
+    classifier); ``extra_trainable``: everything else the optimizer trains (the method's modules and
+    modules it injected into the student); ``inference``: the network evaluated at test time,
+    injected modules included, frozen ones (an imported layer) too."""
     injected = count_parameters(student.injections)
     base = count_parameters(student) - injected
     return {
         "student": base,
-        "extra_trainable": count_parameters(method) + injected,
+        "extra_trainable": count_parameters(method, trainable_only=True)
+        + count_parameters(student.injections, trainable_only=True),
         "inference": count_parameters(eval_model),
     }
 

@@ -19,8 +19,15 @@ from torch import nn
 
 from benchmarks.models.tapped import TappedModel, Taps, TapShapes
 
-#: Names of the taps a method may ask for, on either network.
-TAP_NAMES = frozenset({"stages", "blocks", "prepool", "pooled", "logits"})
+#: Names of the taps a method may ask for, on either network. ``preact`` asks for the
+#: pre-activation maps (``Taps.preact_stages`` / ``preact_blocks``), computed only when asked for.
+TAP_NAMES = frozenset({"stages", "blocks", "preact", "prepool", "pooled", "logits"})
+
+
+def forward_taps_for(model: TappedModel, x: torch.Tensor, taps: frozenset[str]) -> Taps:
+    """One forward pass exposing what ``taps`` (a method's declared taps, or their union over the
+    methods a pass feeds) asks for."""
+    return model.forward_taps(x, preact="preact" in taps)
 
 
 @dataclass
@@ -29,8 +36,9 @@ class MethodContext:
 
     ``teacher`` is frozen (eval mode, ``requires_grad=False``) and is *not* registered as a submodule
     of the method, so it can never reach the optimizer or the method's ``state_dict``. ``student`` is
-    the network being trained; a method may :meth:`TappedModel.inject` modules into it (they then stay
-    at inference and count as the student's parameters).
+    the network being trained; a method may :meth:`TappedModel.inject` modules into it, or replace its
+    ``classifier`` (they then stay at inference and count as the student's parameters; parameters a
+    method freezes with ``requires_grad=False`` are counted at inference but never trained).
     """
 
     student: TappedModel
@@ -47,7 +55,9 @@ class TeacherData:
     """What :meth:`Method.prepare` gets: the teacher, the un-augmented training set and a cache folder.
 
     ``cache_dir`` sits beside the teacher's checkpoint; name cached files by ``teacher_sha256`` (and
-    the hyperparameters they depend on) so a retrained teacher never reuses stale targets.
+    the hyperparameters they depend on) so a retrained teacher never reuses stale targets. The test
+    split is there for facts a method records about its offline targets (e.g. the teacher's accuracy
+    through a compressed layer), never for training.
     """
 
     teacher: TappedModel
@@ -56,6 +66,8 @@ class TeacherData:
     cache_dir: Path
     seed: int
     teacher_sha256: str
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 class Method(nn.Module):

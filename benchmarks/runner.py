@@ -228,7 +228,7 @@ def run_cell(
             rec["prepare"] = method.prepare(TeacherData(
                 teacher=teacher, train_images=data.train.images, train_labels=data.train.labels,
                 cache_dir=Path(tinfo.path).parent / "offline", seed=suite.teacher.seed,
-                teacher_sha256=tinfo.sha256,
+                teacher_sha256=tinfo.sha256, test_images=data.test.images, test_labels=data.test.labels,
             ))
         tcell = make_cell(student, method, train.optimizer)
         seed_everything(cell.seed + TRAIN_RNG_STREAM)

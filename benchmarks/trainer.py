@@ -16,7 +16,7 @@ from torch import nn
 
 from benchmarks.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from benchmarks.data import Dataset, Split, test_batches, train_batches
-from benchmarks.method import Method
+from benchmarks.method import Method, forward_taps_for
 from benchmarks.models.tapped import TappedModel
 
 
@@ -53,8 +53,9 @@ def lr_at(opt: OptimizerConfig, sched: ScheduleConfig, epochs: int, epoch: int, 
 
 
 def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig) -> Cell:
-    """The student and the method's extra modules share one optimizer; the teacher is never in it."""
-    params = list(student.parameters()) + list(method.parameters())
+    """The student and the method's extra modules share one optimizer; the teacher is never in it,
+    nor is anything a method froze (an imported layer)."""
+    params = [p for p in [*student.parameters(), *method.parameters()] if p.requires_grad]
     return Cell(student=student, method=method, optimizer=build_optimizer(params, cfg))
 
 
@@ -70,6 +71,7 @@ def train_epoch(
     """One epoch over the training set for every live cell, on the (seed, epoch) data stream."""
     live = [c for c in cells if c.status == "ok"]
     needs_teacher = teacher is not None and any(c.method.needs_teacher() for c in live)
+    teacher_taps = frozenset().union(*(c.method.teacher_taps for c in live))
     steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
     for c in live:
         c.student.train()
@@ -80,7 +82,7 @@ def train_epoch(
         t_taps = None
         if needs_teacher:
             with torch.no_grad():
-                t_taps = teacher.forward_taps(x)
+                t_taps = forward_taps_for(teacher, x, teacher_taps)
         for c in live:
             if c.status != "ok":
                 continue
@@ -95,7 +97,8 @@ def train_epoch(
 def _step(c: Cell, x, y, t_taps, epoch: int, step: int, lr: float) -> None:
     for group in c.optimizer.param_groups:
         group["lr"] = lr
-    terms = c.method.losses(c.student.forward_taps(x), t_taps, y, epoch)
+    s_taps = forward_taps_for(c.student, x, c.method.student_taps)
+    terms = c.method.losses(s_taps, t_taps, y, epoch)
     loss = sum(terms.values())
     if not torch.isfinite(loss):
         c.status = "diverged"

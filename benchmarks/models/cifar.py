@@ -56,6 +56,7 @@ class _BasicBlock(nn.Module):
         self.conv2 = _conv3x3(out_channels, out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut: nn.Module = nn.Identity()
+        self.out_act = nn.ReLU()  # a module, so the pre-activation tap can find it
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
@@ -65,7 +66,7 @@ class _BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn1(self.conv1(x)).relu()
         out = self.bn2(self.conv2(out))
-        return (out + self.shortcut(x)).relu()
+        return self.out_act(out + self.shortcut(x))
 
 
 class CifarResNet(TappedModel):

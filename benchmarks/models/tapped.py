@@ -11,8 +11,17 @@ Layout: ``stem -> stages[0..G-1] -> final -> (prepool) -> GAP -> (pooled) -> cla
 ``injections`` is the seam for methods that change the student itself (a KD layer that stays at
 inference): a module registered under a tap point is applied to the tensor at that point, and
 everything downstream sees its output. Tap points are ``"stage{g}"`` (output of stage g),
-``"stage{g}.block{j}"`` (output of block j inside stage g) and ``"prepool"``. Injected modules are
-part of the student: they are trained, saved and counted at inference with it.
+``"stage{g}.block{j}"`` (output of block j inside stage g), ``"prepool"`` and ``"logits"`` (applied
+to the classifier's output: a frozen layer a method imports after a replaced head). Injected modules
+are part of the student: they are trained, saved and counted at inference with it.
+
+Pre-activation taps (``forward_taps(x, preact=True)``) are the maps *before* each block's closing
+activation, which a post-activation network (ResNet, VGG) never materialises as a stage output; hint
+methods that model a channel distribution want them, since the ReLU has flattened every negative
+channel to one value. A block declares its closing activation as a module (the last element of an
+``nn.Sequential`` block, or an ``out_act`` attribute); a forward pre-hook copies that module's input.
+A block that ends without an activation (a pre-activation WRN block, a pooling step) is already
+pre-activation: its output is its pre-activation tap.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ class Taps:
     pooled: torch.Tensor
     logits: torch.Tensor
     blocks: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: only with ``preact=True``: each block's map before its closing activation, and per stage the
+    #: last block's (same shapes as ``blocks`` and ``stages``; injections are applied after these)
+    preact_blocks: dict[str, torch.Tensor] = field(default_factory=dict)
+    preact_stages: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class TappedModel(nn.Module):
         self.injections[key] = module
 
     def _valid_point(self, point: str) -> bool:
-        if point == "prepool":
+        if point in ("prepool", "logits"):
             return True
         parts = point.split(".")
         if not parts[0].startswith("stage") or not parts[0][5:].isdigit():
@@ -91,23 +104,59 @@ class TappedModel(nn.Module):
             parts[1][5:]
         ) < len(self.stages[g])
 
-    def forward_taps(self, x: torch.Tensor) -> Taps:
-        x = self.stem(x)
-        stage_outputs = []
-        blocks: dict[str, torch.Tensor] = {}
-        for g, stage in enumerate(self.stages):
-            for j, block in enumerate(stage):
-                x = block(x)
-                point = f"stage{g}.block{j}"
-                x = self._inject(point, x)
-                blocks[point] = x
-            x = self._inject(f"stage{g}", x)
-            stage_outputs.append(x)
+    def block_activation(self, g: int, j: int) -> nn.Module | None:
+        """The activation module that closes block j of stage g, or None when the block has none."""
+        block = self.stages[g][j]
+        if isinstance(block, nn.Sequential):
+            last = block[-1] if len(block) else None
+        else:
+            last = getattr(block, "out_act", None)
+        return last if isinstance(last, (nn.ReLU, nn.LeakyReLU)) else None
+
+    def forward_taps(self, x: torch.Tensor, preact: bool = False) -> Taps:
+        captured: dict[str, torch.Tensor] = {}
+        hooks = self._capture_preactivations(captured) if preact else []
+        try:
+            x = self.stem(x)
+            stage_outputs = []
+            blocks: dict[str, torch.Tensor] = {}
+            preact_blocks: dict[str, torch.Tensor] = {}
+            preact_stages: list[torch.Tensor] = []
+            for g, stage in enumerate(self.stages):
+                for j, block in enumerate(stage):
+                    x = block(x)
+                    point = f"stage{g}.block{j}"
+                    if preact:
+                        preact_blocks[point] = captured.pop(point, x)
+                    x = self._inject(point, x)
+                    blocks[point] = x
+                if preact:
+                    preact_stages.append(preact_blocks[f"stage{g}.block{len(stage) - 1}"])
+                x = self._inject(f"stage{g}", x)
+                stage_outputs.append(x)
+        finally:
+            for h in hooks:
+                h.remove()
         x = self.final(x)
         prepool = self._inject("prepool", x)
         pooled = prepool.mean(dim=(2, 3))  # GAP over the actual map, whatever its size
-        logits = self.classifier(pooled)
-        return Taps(stages=stage_outputs, prepool=prepool, pooled=pooled, logits=logits, blocks=blocks)
+        logits = self._inject("logits", self.classifier(pooled))
+        return Taps(stages=stage_outputs, prepool=prepool, pooled=pooled, logits=logits, blocks=blocks,
+                    preact_blocks=preact_blocks, preact_stages=preact_stages)
+
+    def _capture_preactivations(self, captured: dict[str, torch.Tensor]) -> list:
+        """Forward pre-hooks copying each closing activation's input into ``captured`` (a copy,
+        because the activation may run in place). A module called twice in a block leaves its
+        last call's input, which is the closing one."""
+        hooks = []
+        for g, stage in enumerate(self.stages):
+            for j in range(len(stage)):
+                act = self.block_activation(g, j)
+                if act is not None:
+                    def grab(_module, inputs, point=f"stage{g}.block{j}"):
+                        captured[point] = inputs[0].clone()
+                    hooks.append(act.register_forward_pre_hook(grab))
+        return hooks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_taps(x).logits
