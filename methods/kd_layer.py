@@ -33,8 +33,8 @@ Placements (the targets p_T are in ``methods._letkd_targets``):
   resnet8x4's last stage instead [code]).
 
 Where the teacher's map differs in size from the student's it is adaptive-average-pooled to the
-student's size before quantising, offline and online. A point's shape is its stage's output shape: blocks
-after the first keep their stage's shape in every zoo network.
+student's size before quantising, offline and online. A point's shape comes from the dry run's
+``TapShapes.at``.
 
 Offline targets use the training images without augmentation, subsampled to ``fit_vectors``
 locations per layer by a seeded draw (Fashion-MNIST: 20,000 × 49 = 980,000 locations, 200,000
@@ -123,13 +123,6 @@ def placement(student: TapShapes, teacher: TapShapes) -> tuple[str, str]:
     return f"stage{g_s - 1}", f"stage{g_t - 1}"
 
 
-def shape_at(shapes: TapShapes, point: str) -> tuple[int, ...]:
-    """(C, H, W) at an injection point; a block inside stage g has stage g's output shape."""
-    if point == "prepool":
-        return shapes.prepool
-    return shapes.stages[int(point.split(".")[0][len("stage"):])]
-
-
 @dataclass(frozen=True)
 class Site:
     """One KD layer: where it sits in each network, its templates, the student's map size there."""
@@ -173,19 +166,19 @@ class KDLayerMethod(Method):
         if self.hp["variant"] == "letkd2":
             points.append(("inter", *placement(s_shapes, t_shapes), SUBCLASSES * ctx.num_classes))
         self.sites = tuple(
-            Site(name, sp, tp, k, tuple(shape_at(s_shapes, sp)[1:])) for name, sp, tp, k in points
+            Site(name, sp, tp, k, tuple(s_shapes.at(sp)[1:])) for name, sp, tp, k in points
         )
         device = next(ctx.student.parameters()).device
         layers = []
         for site in self.sites:
-            layer = KDLayer(shape_at(s_shapes, site.student_point)[0], site.templates, self.hp["alpha"])
+            layer = KDLayer(s_shapes.at(site.student_point)[0], site.templates, self.hp["alpha"])
             ctx.student.inject(site.student_point, layer.to(device))
             layers.append(layer)
         self.layers = tuple(layers)  # a plain tuple: the layers are the student's parameters, not ours
         c_penult = t_shapes.prepool[0]
         self.register_buffer("centres", torch.zeros(self.hp["K"], c_penult), persistent=False)
         if self.hp["variant"] == "letkd2":
-            c_inter = shape_at(t_shapes, self.sites[1].teacher_point)[0]
+            c_inter = t_shapes.at(self.sites[1].teacher_point)[0]
             dims = min(60, ctx.num_classes - 1, c_inter)
             n_sub = SUBCLASSES * ctx.num_classes
             self.register_buffer("lda_weight", torch.zeros(c_inter, dims), persistent=False)

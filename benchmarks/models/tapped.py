@@ -56,6 +56,16 @@ class TapShapes:
     pooled: tuple[int, ...]
     logits: tuple[int, ...]
     blocks_per_stage: tuple[int, ...]
+    #: per block tap point (``"stage{g}.block{j}"``); a stage's first block may differ from its stage
+    blocks: dict[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
+
+    def at(self, point: str) -> tuple[int, ...]:
+        """Shape at a tap point: ``"stage{g}"``, ``"stage{g}.block{j}"`` or ``"prepool"``."""
+        if point == "prepool":
+            return self.prepool
+        if "." in point:
+            return self.blocks[point]
+        return self.stages[int(point[len("stage"):])]
 
 
 class TappedModel(nn.Module):
@@ -177,4 +187,5 @@ class TappedModel(nn.Module):
             pooled=tuple(taps.pooled.shape[1:]),
             logits=tuple(taps.logits.shape[1:]),
             blocks_per_stage=tuple(len(s) for s in self.stages),
+            blocks={k: tuple(v.shape[1:]) for k, v in taps.blocks.items()},
         )
