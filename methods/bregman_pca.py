@@ -1,0 +1,197 @@
+"""Amid, Anil, Fifty, Warmuth, TMLR 2023, "Layerwise Bregman Representation Learning (of Neural
+Networks) with Applications to Knowledge Distillation" (arXiv 2209.07080).
+
+RECONSTRUCTED. The paper states the representation (Bregman PCA with a mean, directions normalised
+to the local geometry of F at the mean, exported as a frozen layer with a non-linearity) and that
+for KD the student predicts the compression coefficients of the teacher's representation, which
+feed the imported layer. No KD code was released: the fit (``methods._bregman``) and the protocol
+below are METHODS.md §6's reconstruction.
+
+Offline, once per teacher: the teacher's logits ŷ on the training set without augmentation are
+compressed to k coefficients under the softmax potential (D_F = KL of the softmaxes):
+
+    min_{m, V, c_i} Σ_i KL(softmax(ŷ_i) ‖ softmax(m + V c_i))   s.t.  Vᵀ H_F(m) V = I_k
+
+and (m, V) become the frozen *imported layer* ℓ(c) = softmax(m + V c). The student's class head is
+replaced by a k-output linear head ĉ(x) feeding that layer, which stays in the student at inference
+(its d + d·k frozen numbers count as inference parameters). On every augmented batch:
+
+    c_T     = argmin_c KL(softmax(ŷ_T) ‖ softmax(m + V c))     damped Newton, 5 steps,
+                                                               warm start Vᵀ H_F(m)(ŷ_T − m)
+    L       = λ_c · ½‖ĉ − c_T‖²  +  λ_B · KL(softmax(ŷ_T) ‖ softmax(m + V ĉ))  +  λ_y · CE(y, softmax(m + V ĉ))
+
+with λ_c = 1, λ_B = 0, λ_y = 1 by default; because Vᵀ H_F(m) V = I the coefficient loss approximates
+the divergence near the mean. Every run records what the code costs the teacher for the k used: its
+mean reconstruction KL (train and test), the mean-only KL, and its test accuracy through ℓ(c_T).
+
+Choices (hyperparameters): ``k`` (≤ classes − 1; METHODS.md suggests {2, 4, 6, 8} for 10 classes,
+the default is picked by ``python -m benchmarks.bregman_sweep``), the three weights, the fit's
+iterations and Newton steps, and the per-batch Newton steps. The optional hidden-layer variant (a
+leaky-ReLU teacher layer followed by the frozen rest of the teacher) is not built: no zoo teacher
+has a strictly monotonic hidden activation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.errors import ConfigError
+from benchmarks.method import Method, TeacherData
+from benchmarks.registry import register
+from methods import _bregman
+from methods._bregman import ImportedLayer, fit_bregman_pca, solve_coefficients, transfer, warm_start
+
+SOFTMAX = transfer("softmax")
+
+
+@torch.no_grad()
+def teacher_logits(teacher, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """ŷ_T on un-augmented images, in eval mode (the teacher is frozen and stays so)."""
+    return torch.cat([teacher(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def teacher_code(layer: ImportedLayer, y_t: torch.Tensor, iters: int) -> torch.Tensor:
+    """c_T: damped Newton from the closed-form warm start, as on every training batch."""
+    m, V = layer.m, layer.V
+    return solve_coefficients(SOFTMAX, m, V, y_t, c0=warm_start(SOFTMAX, m, V, y_t), iters=iters)
+
+
+@register
+class BregmanPCA(Method):
+    name = "bregman_pca"
+    paper = (
+        "Amid, Anil, Fifty, Warmuth, TMLR 2023, Layerwise Bregman Representation Learning (of Neural "
+        "Networks) with Applications to Knowledge Distillation (arXiv 2209.07080)"
+    )
+    reconstructed = True
+    defaults = {
+        "k": 4, "lambda_c": 1.0, "lambda_B": 0.0, "lambda_y": 1.0,
+        "fit_iters": 30, "fit_newton_iters": 5, "newton_iters": 5,
+    }
+    student_taps = frozenset({"pooled", "logits"})
+    teacher_taps = frozenset({"logits"})
+
+    @classmethod
+    def check_hyperparameters(cls, hp) -> None:
+        if hp["k"] < 1:
+            raise ConfigError(f"bregman_pca: k must be at least 1, got {hp['k']}")
+        for key in ("fit_iters", "fit_newton_iters", "newton_iters"):
+            if hp[key] < 1:
+                raise ConfigError(f"bregman_pca: {key} must be at least 1, got {hp[key]}")
+        for key in ("lambda_c", "lambda_B", "lambda_y"):
+            if hp[key] < 0:
+                raise ConfigError(f"bregman_pca: {key} must be non-negative, got {hp[key]}")
+
+    def __init__(self, hp, ctx):
+        super().__init__(hp, ctx)
+        k, d = self.hp["k"], ctx.num_classes
+        if k > d - 1:
+            raise ConfigError(f"bregman_pca: k must be at most classes − 1 = {d - 1} for softmax, got {k}")
+        student = ctx.student
+        device = next(student.parameters()).device
+        # the student's class head becomes ĉ(x); the imported layer after it maps ĉ to m + V ĉ
+        student.classifier = torch.nn.Linear(student.classifier.in_features, k).to(device)
+        layer = ImportedLayer(SOFTMAX, torch.zeros(d), torch.zeros(d, k)).to(device)
+        student.inject("logits", layer)
+        self.layer = (layer,)  # a plain tuple: the layer belongs to the student, not to us
+        self.facts: dict = {}
+
+    @property
+    def imported(self) -> ImportedLayer:
+        return self.layer[0]
+
+    # -- offline fit -------------------------------------------------------------------------------
+
+    def cache_path(self, data: TeacherData) -> Path:
+        """Teacher sha256 and k in the clear; every other input (the fit's code included) digested."""
+        inputs = {
+            "code": hashlib.sha256(Path(_bregman.__file__).read_bytes()).hexdigest(),
+            "n_images": len(data.train_images), "seed": data.seed,
+            "fit_iters": self.hp["fit_iters"], "fit_newton_iters": self.hp["fit_newton_iters"],
+            "newton_iters": self.hp["newton_iters"],
+            "n_test": None if data.test_images is None else len(data.test_images),
+        }
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+        return Path(data.cache_dir) / f"bregman_pca-k{self.hp['k']}-{data.teacher_sha256}-{digest}.pt"
+
+    def fit(self, data: TeacherData) -> dict:
+        t0 = time.perf_counter()
+        y_train = teacher_logits(data.teacher, data.train_images)
+        fit = fit_bregman_pca(SOFTMAX, y_train.cpu(), self.hp["k"], iters=self.hp["fit_iters"],
+                              newton_iters=self.hp["fit_newton_iters"], seed=data.seed)
+        out = {"m": fit.m.float(), "V": fit.V.float(), "history": torch.tensor(fit.history),
+               "fit_s": torch.tensor(time.perf_counter() - t0, dtype=torch.float64)}
+        layer = ImportedLayer(SOFTMAX, out["m"], out["V"])
+        out["train_kl"] = self._mean_kl(layer, y_train.cpu())
+        if data.test_images is not None:
+            y_test = teacher_logits(data.teacher, data.test_images).cpu()
+            c_t = teacher_code(layer, y_test, self.hp["newton_iters"])
+            labels = data.test_labels.cpu()
+            out["test_kl"] = self._mean_kl(layer, y_test, c_t)
+            out["test_mean_only_kl"] = SOFTMAX.divergence(layer.m.expand_as(y_test), y_test).mean()
+            out["teacher_acc_through_layer"] = 100.0 * (layer(c_t).argmax(1) == labels).double().mean()
+            out["teacher_acc"] = 100.0 * (y_test.argmax(1) == labels).double().mean()
+        return out
+
+    def _mean_kl(self, layer, y_t, c_t=None) -> torch.Tensor:
+        """Mean KL(softmax(ŷ_T) ‖ ℓ(c_T)) with c_T found as on a training batch."""
+        if c_t is None:
+            c_t = teacher_code(layer, y_t, self.hp["newton_iters"])
+        return SOFTMAX.divergence(layer(c_t), y_t).mean()
+
+    def prepare(self, data: TeacherData) -> dict:
+        t0 = time.perf_counter()
+        path = self.cache_path(data)
+        hit = path.exists()
+        if hit:
+            fitted = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            fitted = self.fit(data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(fitted, tmp)
+            os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+        with torch.no_grad():
+            self.imported.m.copy_(fitted["m"])
+            self.imported.V.copy_(fitted["V"])
+        history = fitted["history"].tolist()
+        self.facts = {
+            "k": self.hp["k"],
+            "fit_s": float(fitted["fit_s"]),
+            "offline_s": time.perf_counter() - t0,
+            "cache_hit": hit,
+            "cache_file": path.name,
+            "fit_history_kl": history,
+            "teacher_mean_only_kl_train": history[0],
+            "teacher_recon_kl_train": float(fitted["train_kl"]),
+        }
+        for key in ("test_kl", "test_mean_only_kl", "teacher_acc_through_layer", "teacher_acc"):
+            if key in fitted:
+                name = {"test_kl": "teacher_recon_kl_test", "test_mean_only_kl": "teacher_mean_only_kl_test"}
+                self.facts[name.get(key, key)] = float(fitted[key])
+        return self.facts
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+        hp = self.hp
+        c_hat = self.ctx.student.classifier(s.pooled)   # the student's k coefficients
+        c_t = teacher_code(self.imported, t.logits, hp["newton_iters"])
+        terms = {
+            "coef": hp["lambda_c"] * 0.5 * (c_hat - c_t).square().sum(dim=1).mean(),
+            "ce": hp["lambda_y"] * F.cross_entropy(s.logits, y),  # s.logits = m + V ĉ
+        }
+        if hp["lambda_B"] > 0:
+            terms["bregman"] = hp["lambda_B"] * SOFTMAX.divergence(s.logits, t.logits).mean()
+        return terms
+
+    def record_extras(self) -> dict:
+        return {"imported_layer": {"d": self.imported.V.shape[0], "k": self.imported.V.shape[1]},
+                "teacher_code": {k: v for k, v in self.facts.items() if k.startswith("teacher")}}
