@@ -136,3 +136,24 @@ def test_bad_hyperparameters_are_config_errors(overrides):
 def test_k_above_classes_minus_one_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="at most classes − 1 = 9"):
         build(tmp_path, k=10)
+
+
+def test_sweep_suite_and_table():
+    from benchmarks.bregman_sweep import sweep_suite, table
+    suite = sweep_suite("smoke", [2, 4])
+    assert suite.name == "smoke-bregman-k"
+    assert [(e.label, e.overrides) for e in suite.methods] == [
+        ("student_ce", {}), ("bregman_pca_k2", {"k": 2}), ("bregman_pca_k4", {"k": 4})]
+    prep = {"teacher_recon_kl_train": 0.5, "teacher_recon_kl_test": 0.25, "teacher_mean_only_kl_test": 2.0,
+            "teacher_acc_through_layer": 88.5}
+    records = [
+        {"label": "bregman_pca_k2", "final_acc": 80.0, "prepare": prep, "teacher_acc": 90.0},
+        {"label": "bregman_pca_k2", "final_acc": 82.0, "prepare": prep, "teacher_acc": 90.0},
+        {"label": "student_ce", "final_acc": 79.0, "teacher_acc": None},
+        {"label": "bregman_pca_k4", "final_acc": None, "prepare": {}, "teacher_acc": 90.0},  # diverged
+    ]
+    text = table(records, [2, 4])
+    assert "| 2 | 0.5000 | 0.2500 | 2.0000 | 88.50 | 81.00 ± 1.41 | 2 |" in text
+    assert "| 4 | nan | nan | nan | nan | – | 0 |" in text
+    assert "| student_ce | | | | | 79.00 | 1 |" in text
+    assert "teacher test accuracy (full logits): 90.00%" in text
