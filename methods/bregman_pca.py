@@ -24,18 +24,19 @@ with λ_c = 1, λ_B = 0, λ_y = 1 by default; because Vᵀ H_F(m) V = I the coef
 the divergence near the mean. Every run records what the code costs the teacher for the k used: its
 mean reconstruction KL (train and test), the mean-only KL, and its test accuracy through ℓ(c_T).
 
-Choices (hyperparameters): ``k`` (≤ classes − 1; METHODS.md suggests {2, 4, 6, 8} for 10 classes,
-the default is picked by ``python -m benchmarks.bregman_sweep``), the three weights, the fit's
-iterations and Newton steps, and the per-batch Newton steps. The optional hidden-layer variant (a
+Choices (hyperparameters): ``k`` (≤ classes − 1; METHODS.md suggests {2, 4, 6, 8} for 10 classes),
+the three weights, the fit's iterations and Newton steps, and the per-batch Newton steps. The default
+k = 4 is the smallest k whose teacher reconstruction KL on the *training* set is below 1% of the
+mean-only KL (default pair: 0.0088 against 2.018; k = 2 leaves 0.31 and drops the teacher to 71.15%
+through the layer), a rule that never looks at the test set. ``python -m benchmarks.bregman_sweep``
+measured the students too (3 seeds, final %): k 2 55.26, k 4 83.32, k 6 84.56, k 8 83.91, against
+student_ce 80.85; k = 6 would be the test-set pick, which is selection on the test set. The optional hidden-layer variant (a
 leaky-ReLU teacher layer followed by the frozen rest of the teacher) is not built: no zoo teacher
 has a strictly monotonic hidden activation.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
 from pathlib import Path
 
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 
 from benchmarks.errors import ConfigError
 from benchmarks.method import Method, TeacherData
+from benchmarks.offline_cache import cache_path, load_or_compute, source_sha256
 from benchmarks.registry import register
 from methods import _bregman
 from methods._bregman import ImportedLayer, fit_bregman_pca, solve_coefficients, transfer, warm_start
@@ -112,14 +114,12 @@ class BregmanPCA(Method):
     def cache_path(self, data: TeacherData) -> Path:
         """Teacher sha256 and k in the clear; every other input (the fit's code included) digested."""
         inputs = {
-            "code": hashlib.sha256(Path(_bregman.__file__).read_bytes()).hexdigest(),
-            "n_images": len(data.train_images), "seed": data.seed,
+            "code": source_sha256(_bregman), "n_images": len(data.train_images), "seed": data.seed,
             "fit_iters": self.hp["fit_iters"], "fit_newton_iters": self.hp["fit_newton_iters"],
             "newton_iters": self.hp["newton_iters"],
             "n_test": None if data.test_images is None else len(data.test_images),
         }
-        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
-        return Path(data.cache_dir) / f"bregman_pca-k{self.hp['k']}-{data.teacher_sha256}-{digest}.pt"
+        return cache_path(data.cache_dir, f"bregman_pca-k{self.hp['k']}", data.teacher_sha256, inputs)
 
     def fit(self, data: TeacherData) -> dict:
         t0 = time.perf_counter()
@@ -149,15 +149,7 @@ class BregmanPCA(Method):
     def prepare(self, data: TeacherData) -> dict:
         t0 = time.perf_counter()
         path = self.cache_path(data)
-        hit = path.exists()
-        if hit:
-            fitted = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            fitted = self.fit(data)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(fitted, tmp)
-            os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+        fitted, hit = load_or_compute(path, lambda: self.fit(data))
         with torch.no_grad():
             self.imported.m.copy_(fitted["m"])
             self.imported.V.copy_(fitted["V"])

@@ -56,10 +56,7 @@ the supervision, not the layer, costs accuracy.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +67,7 @@ from torch import nn
 
 from benchmarks.errors import ConfigError
 from benchmarks.method import Method, TeacherData
+from benchmarks.offline_cache import cache_path, load_or_compute, source_sha256
 from benchmarks.models.tapped import TapShapes
 from benchmarks.registry import register
 from methods import _letkd_targets
@@ -190,17 +188,15 @@ class KDLayerMethod(Method):
 
     def cache_path(self, data: TeacherData) -> Path:
         """teacher sha256, variant, K and seed in the clear; every other input (the targets' code
-        included, so an edit there never reuses stale targets) in a short digest."""
+        included) in the digest."""
         inputs = {
-            "code": hashlib.sha256(Path(_letkd_targets.__file__).read_bytes()).hexdigest(),
+            "code": source_sha256(_letkd_targets),
             "n_images": len(data.train_images), "classes": self.ctx.num_classes,
             "kmeans_iters": self.hp["kmeans_iters"], "fit_vectors": self.hp["fit_vectors"],
             "sites": [[s.teacher_point, list(s.size), s.templates] for s in self.sites],
         }
-        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
-        hp = self.hp
-        name = f"kd_layer-{hp['variant']}-K{hp['K']}-seed{data.seed}-{data.teacher_sha256}-{digest}.pt"
-        return Path(data.cache_dir) / name
+        prefix = f"kd_layer-{self.hp['variant']}-K{self.hp['K']}-seed{data.seed}"
+        return cache_path(data.cache_dir, prefix, data.teacher_sha256, inputs)
 
     def compute_targets(self, data: TeacherData) -> dict[str, torch.Tensor]:
         t0 = time.perf_counter()
@@ -224,15 +220,7 @@ class KDLayerMethod(Method):
     def prepare(self, data: TeacherData) -> dict:
         t0 = time.perf_counter()
         path = self.cache_path(data)
-        hit = path.exists()
-        if hit:
-            targets = torch.load(path, map_location=self.centres.device, weights_only=True)
-        else:
-            targets = self.compute_targets(data)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save({k: v.cpu() for k, v in targets.items()}, tmp)
-            os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+        targets, hit = load_or_compute(path, lambda: self.compute_targets(data), self.centres.device)
         for key, buffer in self.named_buffers():
             buffer.copy_(targets[key])
         return {
