@@ -2,21 +2,32 @@
 # kdbench's one entry point.
 #   ./run_all.sh                    set up, run the default suite (Fashion-MNIST, CPU-sized), then report on it
 #   ./run_all.sh test [ARGS]        set up, then run the test suite (ARGS go to pytest)
-#   ./run_all.sh run SUITE [OPTS]   set up, then `kdbench run SUITE OPTS`
-#   ./run_all.sh report SUITE [OPTS]  set up, then `kdbench report SUITE OPTS` (report/SUITE/leaderboard.md)
+#   ./run_all.sh COMMAND [ARGS]     set up, then `kdbench COMMAND ARGS` (run, report, methods, suites, --help)
 # Set-up: a .venv with the pinned torch/torchvision and the project, and Fashion-MNIST from Debian
 # when it is missing and this machine can install it. KDBENCH_PYTHON=/path/to/python skips the venv
-# and uses an interpreter that already has torch (a GPU machine with a preinstalled stack).
+# and uses an interpreter that already has torch (a GPU machine with a preinstalled stack); nothing
+# is installed into it: .kdbench-src/kdbench links to benchmarks/ and methods/ stand in for the package.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
 FMNIST_DIR=/usr/share/datasets/fashion-mnist
 
+# The import name `kdbench` without installing: the harness (benchmarks/) with the built-in plugins
+# (methods/) as its `methods` subpackage, as pyproject.toml's package-dir maps them.
+link_source_package() {
+  local pkg="$PWD/.kdbench-src/kdbench" f
+  mkdir -p "$pkg"
+  for f in "$PWD"/benchmarks/*; do ln -sfn "$f" "$pkg/"; done
+  ln -sfn "$PWD/methods" "$pkg/methods"
+  find "$pkg" -maxdepth 1 -xtype l -delete  # links to files that are gone
+}
+
 setup_python() {
   if [ -n "${KDBENCH_PYTHON:-}" ]; then
     PY="$KDBENCH_PYTHON"
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    link_source_package
+    export PYTHONPATH="$PWD/.kdbench-src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
     return
   fi
   [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -48,8 +59,6 @@ setup_python
 setup_data
 case "${1:-}" in
   test) shift; exec "$PY" -m pytest "$@" ;;
-  run) shift; exec "$PY" -m benchmarks run "$@" ;;
-  report) shift; exec "$PY" -m benchmarks report "$@" ;;
-  "") "$PY" -m benchmarks run default; exec "$PY" -m benchmarks report default ;;
-  *) echo "usage: ./run_all.sh [test [pytest args] | run SUITE [options] | report SUITE [options]]" >&2; exit 2 ;;
+  "") "$PY" -m kdbench run default; exec "$PY" -m kdbench report default ;;
+  *) exec "$PY" -m kdbench "$@" ;;
 esac

@@ -1,5 +1,5 @@
 import sys
 
-from benchmarks.cli import main
+from kdbench.cli import main
 
 sys.exit(main())

@@ -7,19 +7,20 @@ imported layer, next to the student's final-epoch accuracy, with student_ce for 
 ordinary run records under ``<results>/<suite>-bregman-k/``, so an interrupted sweep resumes and a
 finished one reprints at once.
 
-    python -m benchmarks.bregman_sweep [--suite default] [--ks 2 4 6 8] [--seeds 0 1 2] [--device cpu]
+    python -m kdbench.bregman_sweep [--suite default] [--ks 2 4 6 8] [--seeds 0 1 2] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 
-from benchmarks.config import MethodEntry, load_suite
-from benchmarks.errors import KDBenchError
-from benchmarks.runner import run_suite
+from kdbench.config import MethodEntry, load_suite
+from kdbench.errors import KDBenchError
+from kdbench.report.stats import estimate
+from kdbench.report.tables import group_by_label
+from kdbench.runner import run_suite
 
 
 def sweep_suite(suite_name: str, ks: list[int]):
@@ -29,17 +30,16 @@ def sweep_suite(suite_name: str, ks: list[int]):
     return dataclasses.replace(base, name=f"{base.name}-bregman-k", methods=tuple(entries))
 
 
-def table(records: list[dict], ks: list[int]) -> str:
-    def mean_std(values):
-        if not values:
-            return "–"
-        if len(values) == 1:
-            return f"{values[0]:.2f}"
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+def mean_std(values: list[float]) -> str:
+    """The report's estimate, as mean ± sample std ("–" without values, the mean alone for one)."""
+    est = estimate(values)
+    if est.n == 0:
+        return "–"
+    return f"{est.mean:.2f}" if est.n == 1 else f"{est.mean:.2f} ± {est.std:.2f}"
 
-    by_label: dict[str, list[dict]] = {}
-    for r in records:
-        by_label.setdefault(r["label"], []).append(r)
+
+def table(records: list[dict], ks: list[int]) -> str:
+    by_label = group_by_label(records)
     rows = ["| k | teacher KL train | teacher KL test | mean-only KL test | teacher acc via ℓ(c_T) "
             "| student final acc | seeds |", "|---|---|---|---|---|---|---|"]
     ce = [r["final_acc"] for r in by_label.get("student_ce", []) if r["final_acc"] is not None]
@@ -61,7 +61,7 @@ def table(records: list[dict], ks: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bregman_sweep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kdbench.bregman_sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--suite", default="default")
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 6, 8])
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the suite's")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmarks.errors import KDBenchError
+from kdbench.errors import KDBenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.config import load_suite
-    from benchmarks.runner import run_suite
+    from kdbench.config import load_suite
+    from kdbench.runner import run_suite
 
     suite = load_suite(args.suite)
     records = run_suite(
@@ -29,26 +29,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from benchmarks.report import build_report
+    from kdbench.report import build_report
 
     print(build_report(args.suite, args.results_dir, args.report_dir))
     return 0
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from benchmarks.registry import get_method, method_names
+    from kdbench.registry import get_method, method_names
 
     for name in method_names():
         cls = get_method(name)
         flag = " (reconstructed)" if cls.reconstructed else ""
-        defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults.items()) or "no hyperparameters"
+        defaults = ", ".join(
+            f"{k}={v}" + (f" ({cls.domains[k]})" if k in cls.domains else "") for k, v in cls.defaults.items()
+        ) or "no hyperparameters"
         taps = ", ".join(sorted(cls.teacher_taps)) or "none"
         print(f"{name}{flag}\n  paper: {cls.paper}\n  defaults: {defaults}\n  teacher taps: {taps}")
     return 0
 
 
 def _cmd_suites(args: argparse.Namespace) -> int:
-    from benchmarks.config import load_suite, suite_names
+    from kdbench.config import load_suite, suite_names
 
     for name in suite_names():
         s = load_suite(name)

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from benchmarks.data import DATASETS
-from benchmarks.errors import ConfigError
+from kdbench.data import DATASETS
+from kdbench.errors import ConfigError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -173,7 +173,7 @@ def _methods(raw: Any, where: str) -> tuple[MethodEntry, ...]:
     """``all`` (every registered method, in name order), or a list of names and/or mappings
     ``{method: NAME, label: LABEL, hyperparameters: {...}}``. Names are checked when the suite runs."""
     if raw == "all":
-        from benchmarks.registry import method_names
+        from kdbench.registry import method_names
 
         return tuple(MethodEntry(m, m) for m in method_names())
     if not isinstance(raw, list) or not raw:
@@ -210,7 +210,7 @@ def _train(raw: Any, where: str) -> TrainConfig:
         lr=_float(opt_raw.get("lr", 0.05), f"{where}.optimizer.lr", positive=True),
         momentum=_float(opt_raw.get("momentum", 0.9), f"{where}.optimizer.momentum"),
         weight_decay=_float(opt_raw.get("weight_decay", 5e-4), f"{where}.optimizer.weight_decay"),
-        nesterov=bool(opt_raw.get("nesterov", False)),
+        nesterov=_bool(opt_raw.get("nesterov", False), f"{where}.optimizer.nesterov"),
     )
     sch_raw = dict(_mapping(m.get("schedule", {}), f"{where}.schedule"))
     sch_name = sch_raw.pop("name", "cosine")
@@ -259,6 +259,12 @@ def _int(v: Any, where: str, minimum: int | None = None) -> int:
         raise ConfigError(f"{where} must be an integer, got {v!r}")
     if minimum is not None and v < minimum:
         raise ConfigError(f"{where} must be at least {minimum}, got {v}")
+    return v
+
+
+def _bool(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{where} must be true or false, got {v!r}")
     return v
 
 

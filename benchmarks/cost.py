@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.models.tapped import TappedModel
+from kdbench.models.tapped import TappedModel
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from benchmarks.errors import DataError
+from kdbench.errors import DataError
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {

@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from benchmarks.data import Split, test_batches
-from benchmarks.models.tapped import TappedModel
+from kdbench.data import Split, test_batches
+from kdbench.models.tapped import TappedModel
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import re
 
 import torch
 
-from benchmarks.errors import ConfigError
+from kdbench.errors import ConfigError
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -48,7 +48,7 @@ def seed_everything(seed: int) -> None:
 
 
 def environment(device: torch.device, deterministic: bool) -> dict:
-    from benchmarks import __version__
+    from kdbench import __version__
 
     env = {
         "kdbench": __version__,

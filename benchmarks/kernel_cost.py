@@ -8,13 +8,14 @@ backward, on random non-negative features (pooled post-ReLU features are non-neg
     full     Σ smoothL1(K_S − K_T) / ‖K_T‖_F,  K = F Fᵀ                 (B×B)
     nyström  the kernel_nystrom plugin's KDA term, centre accumulation included   (B×L)
 
-Both use the same normalised Huber (:func:`methods.kernel_nystrom.partial_kernel_loss`). Time is the median
-of ``--reps`` runs after one warm-up. Memory on CPU is computed analytically: the leading float32
+Both are the same normalised Huber; the Nyström side is the registered plugin itself, driven through
+the plugin API only (one epoch forms its class centres, then its losses are timed past the warm-up).
+Time is the median of ``--reps`` runs after one warm-up. Memory on CPU is computed analytically: the leading float32
 tensors the step allocates beyond its inputs, ∂L/∂F_s (B·d_s) plus three matrices of the loss's
 size (student matrix, teacher matrix, the Huber term or its gradient), i.e. 4·(B·d_s + 3·B·N) bytes
 with N = B or L. On CUDA the measured peak allocated beyond the inputs is printed beside it.
 
-    python -m benchmarks.kernel_cost [--device cpu|cuda] [--threads 1] [--reps 5]
+    python -m kdbench.kernel_cost [--device cpu|cuda] [--threads 1] [--reps 5]
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
-from benchmarks.environment import peak_memory, reset_peak_memory, resolve_device
-from benchmarks.method import MethodContext
-from benchmarks.models.tapped import Taps, TapShapes
-from benchmarks.registry import get_method, resolve_hyperparameters
-from methods.kernel_nystrom import partial_kernel_loss
+from kdbench.environment import peak_memory, reset_peak_memory, resolve_device
+from kdbench.method import MethodContext, Task, TrainingProgress
+from kdbench.models.tapped import Taps, TapShapes
+from kdbench.registry import get_method, resolve_hyperparameters
 
 BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)
 WIDTHS = {"default pair (fmnist)": (32, 128), "CIFAR-like (resnet8x4/32x4)": (256, 256)}
@@ -39,25 +40,35 @@ MIB = 2**20
 
 
 def full_kernel_step(s: torch.Tensor, t: torch.Tensor) -> None:
-    partial_kernel_loss(s @ s.T, t @ t.T).backward()
+    k_s, k_t = s @ s.T, t @ t.T
+    (F.smooth_l1_loss(k_s, k_t, reduction="sum", beta=1.0) / torch.linalg.norm(k_t)).backward()
 
 
 def nystrom_step_fn(d_s: int, d_t: int, n_classes: int, device: torch.device):
-    """The kernel_nystrom plugin past its warm-up, with random non-negative class centres."""
+    """The kernel_nystrom plugin past its warm-up, its class centres formed from one epoch of random
+    non-negative features."""
 
     def shapes(d: int) -> TapShapes:
         return TapShapes(stages=(), prepool=(d, 1, 1), pooled=(d,), logits=(n_classes,), blocks_per_stage=())
 
+    epochs = 120
     ctx = MethodContext(student=None, teacher=None, student_shapes=shapes(d_s), teacher_shapes=shapes(d_t),
-                        num_classes=n_classes, epochs=120, steps_per_epoch=1)
-    method = get_method("kernel_nystrom")(resolve_hyperparameters("kernel_nystrom", None), ctx).to(device)
+                        num_classes=n_classes, epochs=epochs, steps_per_epoch=1)
+    hp = resolve_hyperparameters("kernel_nystrom", None, Task(n_classes, (d_s, 1, 1)))
+    method = get_method("kernel_nystrom")(hp, ctx).to(device)
     method.train()
-    method.centres_s_pooled.uniform_()
-    method.centres_t_pooled.uniform_()
+
+    def losses(s, t, y, logits, epoch):
+        taps_s, taps_t = Taps([], None, s, logits), Taps([], None, t, logits)
+        return method.losses(taps_s, taps_t, y, TrainingProgress(epoch, 0, 1, epochs))
+
+    y0 = torch.arange(4 * n_classes, device=device) % n_classes
+    logits0 = torch.zeros(len(y0), n_classes, device=device)
+    losses(torch.rand(len(y0), d_s, device=device), torch.rand(len(y0), d_t, device=device), y0, logits0, 0)
+    method.on_epoch_end(0)
 
     def step(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
-        terms = method.losses(Taps([], None, s, logits), Taps([], None, t, logits), y, epoch=119)
-        terms["kda"].backward()
+        losses(s, t, y, logits, epochs - 1)["kda"].backward()
 
     return step
 
@@ -92,7 +103,7 @@ def analytic_mib(b: int, d_s: int, n: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernel_cost", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kdbench.kernel_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per cell (default 5)")

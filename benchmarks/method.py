@@ -5,7 +5,8 @@ the student's taps and the teacher's (computed once per batch by the trainer, so
 feed several students) and returns a dict of *named* loss tensors, which the trainer sums and logs.
 
 A plugin is one file in ``methods/`` (or a third-party package exposing the entry-point group
-``kdbench.methods``) holding a subclass decorated with :func:`benchmarks.registry.register`.
+``kdbench.methods``) holding a subclass decorated with :func:`kdbench.register`; what each built-in
+computes, and why, is in ``docs/methods.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmarks.models.tapped import TappedModel, Taps, TapShapes
+from kdbench.domains import Domain
+from kdbench.models.tapped import TappedModel, Taps, TapShapes
 
 #: Names of the taps a method may ask for, on either network. ``preact`` asks for the
 #: pre-activation maps (``Taps.preact_stages`` / ``preact_blocks``), computed only when asked for.
@@ -28,6 +30,32 @@ def forward_taps_for(model: TappedModel, x: torch.Tensor, taps: frozenset[str]) 
     """One forward pass exposing what ``taps`` (a method's declared taps, or their union over the
     methods a pass feeds) asks for."""
     return model.forward_taps(x, preact="preact" in taps)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is known of a run before anything is built: enough to check a hyperparameter whose bound
+    depends on the data (a code length below the number of classes)."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where training stands at the batch a method computes its losses for, so a warm-up or a
+    ramp can depend on the step as well as the epoch. Counting starts at 0 (records number epochs
+    from 1)."""
+
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the budget done before this step, in [0, 1)."""
+        return (self.epoch + self.step / self.steps_per_epoch) / self.epochs
 
 
 @dataclass
@@ -74,10 +102,11 @@ class Method(nn.Module):
     """Base class of a distillation method.
 
     Class attributes a plugin declares:
-      name          registry name (fixed by METHODS.md for the built-in seven)
+      name          registry name
       paper         citation shown by ``kdbench methods`` and in the report
       defaults      hyperparameters and their default values; a suite may override any of them, and
                     an unknown key is an error
+      domains       what each hyperparameter may be (:mod:`kdbench.domains`), checked with its type
       student_taps  taps of the student the losses read (subset of TAP_NAMES)
       teacher_taps  taps of the teacher the losses read; empty means the method needs no teacher
       reconstructed True when the method is a reconstruction not confirmed by released code
@@ -91,6 +120,7 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    domains: ClassVar[dict[str, Domain]] = {}
     student_taps: ClassVar[frozenset[str]] = frozenset({"logits"})
     teacher_taps: ClassVar[frozenset[str]] = frozenset()
     reconstructed: ClassVar[bool] = False
@@ -105,9 +135,9 @@ class Method(nn.Module):
         return bool(cls.teacher_taps)
 
     @classmethod
-    def check_hyperparameters(cls, hp: dict[str, Any]) -> None:
-        """Raise :class:`~benchmarks.errors.ConfigError` for a value outside its domain (types are
-        already checked against ``defaults``). Called before any run, so a bad suite writes nothing."""
+    def check_hyperparameters(cls, hp: dict[str, Any], task: Task) -> None:
+        """Raise :class:`~kdbench.errors.ConfigError` for what ``domains`` cannot say (types and
+        domains are already checked). Called before any run, so a bad suite writes nothing."""
 
     def prepare(self, data: TeacherData) -> dict[str, Any]:
         """Once per run, before training: compute offline targets from the teacher (cache them in
@@ -115,9 +145,9 @@ class Method(nn.Module):
         return {}
 
     def losses(
-        self, s: Taps, t: Taps | None, y: torch.Tensor, epoch: int
+        self, s: Taps, t: Taps | None, y: torch.Tensor, progress: TrainingProgress
     ) -> dict[str, torch.Tensor]:
-        """Named scalar loss terms for one batch; the trainer sums them. ``epoch`` counts from 0."""
+        """Named scalar loss terms for one batch; the trainer sums them."""
         raise NotImplementedError
 
     def on_epoch_end(self, epoch: int) -> None:

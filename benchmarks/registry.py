@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import math
 import pkgutil
 from typing import Any
 
-from benchmarks.errors import ConfigError
-from benchmarks.method import TAP_NAMES, Method
+from kdbench.domains import Domain
+from kdbench.errors import ConfigError
+from kdbench.method import TAP_NAMES, Method, Task
 
 ENTRY_POINT_GROUP = "kdbench.methods"
 _METHODS: dict[str, type[Method]] = {}
@@ -23,18 +25,30 @@ _discovered = False
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: validate the plugin's declarations and add it to the registry."""
     if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise TypeError(f"{cls!r} is not a subclass of benchmarks.method.Method")
+        raise TypeError(f"{cls!r} is not a subclass of kdbench.Method")
     if not cls.name or not cls.name.isidentifier():
         raise TypeError(f"{cls.__name__}.name must be a non-empty identifier, got {cls.name!r}")
     for taps in (cls.student_taps, cls.teacher_taps):
         unknown = set(taps) - TAP_NAMES
         if unknown:
             raise TypeError(f"{cls.__name__} asks for unknown taps {sorted(unknown)}")
+    _check_domains(cls)
     existing = _METHODS.get(cls.name)
     if existing is not None and existing.__qualname__ != cls.__qualname__:
         raise TypeError(f"method name {cls.name!r} registered twice ({existing} and {cls})")
     _METHODS[cls.name] = cls
     return cls
+
+
+def _check_domains(cls: type[Method]) -> None:
+    """A plugin's domains name its hyperparameters, and its defaults lie inside them."""
+    for key, domain in cls.domains.items():
+        if key not in cls.defaults:
+            raise TypeError(f"{cls.__name__}.domains names {key!r}, which is not in its defaults")
+        if not isinstance(domain, Domain):
+            raise TypeError(f"{cls.__name__}.domains[{key!r}] is not a kdbench.domains.Domain")
+        if not domain.contains(cls.defaults[key]):
+            raise TypeError(f"{cls.__name__}: default {key}={cls.defaults[key]!r} is not {domain}")
 
 
 def discover() -> None:
@@ -43,11 +57,11 @@ def discover() -> None:
     if _discovered:
         return
     _discovered = True
-    import methods
+    from kdbench import methods
 
     for info in pkgutil.iter_modules(methods.__path__):
         if not info.name.startswith("_"):
-            importlib.import_module(f"methods.{info.name}")
+            importlib.import_module(f"kdbench.methods.{info.name}")
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         loaded = ep.load()
         if isinstance(loaded, type) and issubclass(loaded, Method) and loaded.name not in _METHODS:
@@ -66,8 +80,9 @@ def get_method(name: str) -> type[Method]:
     return _METHODS[name]
 
 
-def resolve_hyperparameters(name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The method's defaults with a suite's overrides applied; unknown keys and wrong types are errors."""
+def resolve_hyperparameters(name: str, overrides: dict[str, Any] | None, task: Task) -> dict[str, Any]:
+    """The method's defaults with a suite's overrides applied. Unknown keys, wrong types, non-finite
+    numbers and values outside the declared domains are errors, then the plugin's own check runs."""
     cls = get_method(name)
     hp = dict(cls.defaults)
     for key, value in (overrides or {}).items():
@@ -75,7 +90,12 @@ def resolve_hyperparameters(name: str, overrides: dict[str, Any] | None) -> dict
             known = ", ".join(sorted(hp)) or "none"
             raise ConfigError(f"method {name!r} has no hyperparameter {key!r} (known: {known})")
         hp[key] = _coerce(name, key, hp[key], value)
-    cls.check_hyperparameters(hp)
+        if isinstance(hp[key], float) and not math.isfinite(hp[key]):
+            raise ConfigError(f"method {name!r}: hyperparameter {key!r} must be finite, got {value!r}")
+        domain = cls.domains.get(key)
+        if domain is not None and not domain.contains(hp[key]):
+            raise ConfigError(f"method {name!r}: hyperparameter {key!r} must be {domain}, got {value!r}")
+    cls.check_hyperparameters(hp, task)
     return hp
 
 

@@ -15,8 +15,6 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import inspect
 import math
 import time
 import traceback
@@ -26,22 +24,23 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks import records
-from benchmarks.config import PROTOCOL_VERSION, MethodEntry, SuiteConfig, stable_hash
-from benchmarks.cost import inference_flops, parameter_counts
-from benchmarks.data import Dataset, head, load_dataset
-from benchmarks.diagnostics import kernel_gap, pooled_features
-from benchmarks.environment import (
+from kdbench import records
+from kdbench.config import PROTOCOL_VERSION, MethodEntry, SuiteConfig, stable_hash
+from kdbench.cost import inference_flops, parameter_counts
+from kdbench.data import DATASETS, Dataset, head, load_dataset
+from kdbench.diagnostics import kernel_gap, pooled_features
+from kdbench.environment import (
     environment, peak_memory, reset_peak_memory, resolve_device, seed_everything, set_determinism,
 )
-from benchmarks.errors import ConfigError
-from benchmarks.method import Method, MethodContext, TeacherData
-from benchmarks.models import build_model
-from benchmarks.models.tapped import TappedModel
-from benchmarks.progress import Progress
-from benchmarks.registry import get_method, resolve_hyperparameters
-from benchmarks.teacher import TeacherInfo, get_teacher
-from benchmarks.trainer import epoch_losses, evaluate, make_cell, train_epoch
+from kdbench.errors import ConfigError
+from kdbench.method import Method, MethodContext, Task, TeacherData
+from kdbench.models import build_model
+from kdbench.models.tapped import TappedModel
+from kdbench.progress import Progress
+from kdbench.registry import get_method, resolve_hyperparameters
+from kdbench.sources import plugin_sources_sha256
+from kdbench.teacher import TeacherInfo, get_teacher
+from kdbench.trainer import epoch_losses, evaluate, make_cell, train_epoch
 
 # Offsets that give the method's own modules and the training-time RNG streams of their own, so a
 # method that builds a connector does not shift the student's initialisation or another method's draws.
@@ -69,7 +68,9 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
                 get_method(m)  # neither a suite label nor registered: ConfigError naming the registered
                 entries.append(MethodEntry(m, m))
         entries = [e for e in entries if e.label in methods or e.method in methods]
-    resolved = {e.label: resolve_hyperparameters(e.method, e.overrides) for e in entries}
+    spec = DATASETS[suite.dataset]
+    task = Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
+    resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
     for s in seeds or []:
         if s < 0:
             raise ConfigError(f"seeds must be non-negative, got {s}")
@@ -77,11 +78,6 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
     return [
         RunSpec(e, get_method(e.method), resolved[e.label], s) for s in seed_list for e in entries
     ]
-
-
-def method_source_sha256(cls: type) -> str:
-    """Hash of the plugin's source file: editing a method invalidates its records."""
-    return hashlib.sha256(Path(inspect.getsourcefile(cls)).read_bytes()).hexdigest()
 
 
 def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: TeacherInfo | None) -> dict:
@@ -96,7 +92,7 @@ def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: Teach
         "train": asdict(suite.train),
         "method": cell.entry.method,
         "hyperparameters": cell.hyperparameters,
-        "method_source_sha256": method_source_sha256(cell.method_cls),
+        "method_sources_sha256": plugin_sources_sha256(cell.method_cls),
         "seed": cell.seed,
         "teacher_sha256": teacher.sha256 if (teacher and cell.method_cls.needs_teacher()) else None,
     }

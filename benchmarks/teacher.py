@@ -18,15 +18,15 @@ from typing import Callable
 
 import torch
 
-from benchmarks.config import PROTOCOL_VERSION, SuiteConfig, stable_hash
-from benchmarks.data import Dataset
-from benchmarks.environment import environment, seed_everything
-from benchmarks.errors import TeacherError
-from benchmarks.method import MethodContext
-from benchmarks.models import build_model
-from benchmarks.models.tapped import TappedModel
-from benchmarks.records import write_json_atomic
-from benchmarks.trainer import epoch_losses, evaluate, make_cell, train_epoch
+from kdbench.config import PROTOCOL_VERSION, SuiteConfig, stable_hash
+from kdbench.data import Dataset
+from kdbench.environment import environment, seed_everything
+from kdbench.errors import TeacherError
+from kdbench.method import MethodContext
+from kdbench.models import build_model
+from kdbench.models.tapped import TappedModel
+from kdbench.records import write_json_atomic
+from kdbench.trainer import LabelsOnly, epoch_losses, evaluate, make_cell, train_epoch
 
 #: Accuracy re-measured at load may differ from the recorded one by this much (percentage points)
 #: when the checkpoint moves between devices (CPU vs GPU kernels round differently); more is an error.
@@ -116,15 +116,13 @@ def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, Teach
 
 
 def _train(suite, data, device, folder: Path, h: str, deterministic: bool, log) -> tuple[TappedModel, TeacherInfo]:
-    from methods.student_ce import StudentCE
-
     cfg = suite.teacher
     log(f"training teacher {cfg.model} on {suite.dataset} ({cfg.train.epochs} epochs, seed {cfg.seed})")
     seed_everything(cfg.seed)
     model = _build(suite, data, device)
     shapes = model.tap_shapes(tuple(data.train.images.shape[1:]))
     ctx = MethodContext(model, None, shapes, None, data.spec.num_classes, cfg.train.epochs, 0)
-    cell = make_cell(model, StudentCE({}, ctx), cfg.train.optimizer)
+    cell = make_cell(model, LabelsOnly({}, ctx), cfg.train.optimizer)
     history = []
     t0 = time.perf_counter()
     for epoch in range(cfg.train.epochs):

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.config import OptimizerConfig, ScheduleConfig, TrainConfig
-from benchmarks.data import Dataset, Split, test_batches, train_batches
-from benchmarks.method import Method, forward_taps_for
-from benchmarks.models.tapped import TappedModel
+from kdbench.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from kdbench.data import Dataset, Split, test_batches, train_batches
+from kdbench.method import Method, TrainingProgress, forward_taps_for
+from kdbench.models.tapped import TappedModel
 
 
 @dataclass
@@ -31,6 +32,16 @@ class Cell:
     diverged_at: dict | None = None
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0
+
+
+class LabelsOnly(Method):
+    """Cross-entropy on the labels: the harness's own objective for training a teacher, so the
+    harness never depends on a plugin (the ``student_ce`` baseline computes the same loss)."""
+
+    name = "labels_only"
+
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(s.logits, y)}
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -79,6 +90,7 @@ def train_epoch(
         c.sums, c.steps = {}, 0
     for step, (x, y) in enumerate(train_batches(data.train, data.spec, train.batch_size, seed, epoch)):
         lr = lr_at(train.optimizer, train.schedule, train.epochs, epoch, step / steps_per_epoch)
+        progress = TrainingProgress(epoch, step, steps_per_epoch, train.epochs)
         t_taps = None
         if needs_teacher:
             with torch.no_grad():
@@ -86,7 +98,7 @@ def train_epoch(
         for c in live:
             if c.status != "ok":
                 continue
-            _step(c, x, y, t_taps, epoch, step, lr)
+            _step(c, x, y, t_taps, progress, lr)
         if on_step is not None:
             on_step(step)
     for c in live:
@@ -94,16 +106,16 @@ def train_epoch(
             c.method.on_epoch_end(epoch)
 
 
-def _step(c: Cell, x, y, t_taps, epoch: int, step: int, lr: float) -> None:
+def _step(c: Cell, x, y, t_taps, progress: TrainingProgress, lr: float) -> None:
     for group in c.optimizer.param_groups:
         group["lr"] = lr
     s_taps = forward_taps_for(c.student, x, c.method.student_taps)
-    terms = c.method.losses(s_taps, t_taps, y, epoch)
+    terms = c.method.losses(s_taps, t_taps, y, progress)
     loss = sum(terms.values())
     if not torch.isfinite(loss):
         c.status = "diverged"
         c.diverged_at = {
-            "epoch": epoch + 1, "step": step,
+            "epoch": progress.epoch + 1, "step": progress.step,
             "terms": {k: float(v.detach()) for k, v in terms.items()},
         }
         return

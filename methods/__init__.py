@@ -1,1 +1,1 @@
-"""Built-in method plugins: one file per method, found automatically by ``benchmarks.registry``."""
+"""Built-in method plugins: one file per method, found automatically by ``kdbench.registry``."""

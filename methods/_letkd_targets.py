@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from benchmarks.models.tapped import TappedModel, Taps
+from kdbench.models.tapped import TappedModel, Taps
 
 #: Elements of one distance or one-hot block: bounds memory whatever the number of vectors.
 _BLOCK_ELEMENTS = 2**25

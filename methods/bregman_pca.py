@@ -1,38 +1,24 @@
 """Amid, Anil, Fifty, Warmuth, TMLR 2023, "Layerwise Bregman Representation Learning (of Neural
 Networks) with Applications to Knowledge Distillation" (arXiv 2209.07080).
 
-RECONSTRUCTED. The paper states the representation (Bregman PCA with a mean, directions normalised
-to the local geometry of F at the mean, exported as a frozen layer with a non-linearity) and that
-for KD the student predicts the compression coefficients of the teacher's representation, which
-feed the imported layer. No KD code was released: the fit (``methods._bregman``) and the protocol
-below are METHODS.md §6's reconstruction.
+RECONSTRUCTED: the paper states the representation and that the student predicts the teacher's
+compression coefficients, which feed an imported frozen layer; no KD code was released, so the fit
+(``kdbench.methods._bregman``) and the protocol below are a reconstruction.
 
-Offline, once per teacher: the teacher's logits ŷ on the training set without augmentation are
-compressed to k coefficients under the softmax potential (D_F = KL of the softmaxes):
+Offline, once per teacher, the teacher's logits ŷ on the un-augmented training set are compressed to
+k coefficients under the softmax potential (D_F = KL of the softmaxes):
 
     min_{m, V, c_i} Σ_i KL(softmax(ŷ_i) ‖ softmax(m + V c_i))   s.t.  Vᵀ H_F(m) V = I_k
 
-and (m, V) become the frozen *imported layer* ℓ(c) = softmax(m + V c). The student's class head is
-replaced by a k-output linear head ĉ(x) feeding that layer, which stays in the student at inference
-(its d + d·k frozen numbers count as inference parameters). On every augmented batch:
+and (m, V) become the frozen layer ℓ(c) = softmax(m + V c), which replaces the student's class head's
+output and stays at inference. On every augmented batch:
 
-    c_T     = argmin_c KL(softmax(ŷ_T) ‖ softmax(m + V c))     damped Newton, 5 steps,
-                                                               warm start Vᵀ H_F(m)(ŷ_T − m)
+    c_T     = argmin_c KL(softmax(ŷ_T) ‖ softmax(m + V c))     damped Newton, warm start Vᵀ H_F(m)(ŷ_T − m)
     L       = λ_c · ½‖ĉ − c_T‖²  +  λ_B · KL(softmax(ŷ_T) ‖ softmax(m + V ĉ))  +  λ_y · CE(y, softmax(m + V ĉ))
 
-with λ_c = 1, λ_B = 0, λ_y = 1 by default; because Vᵀ H_F(m) V = I the coefficient loss approximates
-the divergence near the mean. Every run records what the code costs the teacher for the k used: its
-mean reconstruction KL (train and test), the mean-only KL, and its test accuracy through ℓ(c_T).
-
-Choices (hyperparameters): ``k`` (≤ classes − 1; METHODS.md suggests {2, 4, 6, 8} for 10 classes),
-the three weights, the fit's iterations and Newton steps, and the per-batch Newton steps. The default
-k = 4 is the smallest k whose teacher reconstruction KL on the *training* set is below 1% of the
-mean-only KL (default pair: 0.0088 against 2.018; k = 2 leaves 0.31 and drops the teacher to 71.15%
-through the layer), a rule that never looks at the test set. ``python -m benchmarks.bregman_sweep``
-measured the students too (3 seeds, final %): k 2 55.26, k 4 83.32, k 6 84.56, k 8 83.91, against
-student_ce 80.85; k = 6 would be the test-set pick, which is selection on the test set. The optional hidden-layer variant (a
-leaky-ReLU teacher layer followed by the frozen rest of the teacher) is not built: no zoo teacher
-has a strictly monotonic hidden activation.
+Every run records what the code costs the teacher for its k (reconstruction KL on train and test,
+the mean-only KL, the teacher's accuracy through ℓ(c_T)). The rule behind the default k, the sweep
+that tested it and what is not built: docs/methods.md, ``bregman_pca``.
 """
 
 from __future__ import annotations
@@ -43,12 +29,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.errors import ConfigError
-from benchmarks.method import Method, TeacherData
-from benchmarks.offline_cache import cache_path, load_or_compute, source_sha256
-from benchmarks.registry import register
-from methods import _bregman
-from methods._bregman import ImportedLayer, fit_bregman_pca, solve_coefficients, transfer, warm_start
+from kdbench import NON_NEGATIVE, ConfigError, Method, TeacherData, at_least, register
+from kdbench.offline_cache import cache_path, load_or_compute, source_sha256
+from kdbench.methods import _bregman
+from kdbench.methods._bregman import ImportedLayer, fit_bregman_pca, solve_coefficients, transfer, warm_start
 
 SOFTMAX = transfer("softmax")
 
@@ -77,25 +61,24 @@ class BregmanPCA(Method):
         "k": 4, "lambda_c": 1.0, "lambda_B": 0.0, "lambda_y": 1.0,
         "fit_iters": 30, "fit_newton_iters": 5, "newton_iters": 5,
     }
+    domains = {
+        "k": at_least(1), "lambda_c": NON_NEGATIVE, "lambda_B": NON_NEGATIVE, "lambda_y": NON_NEGATIVE,
+        "fit_iters": at_least(1), "fit_newton_iters": at_least(1), "newton_iters": at_least(1),
+    }
     student_taps = frozenset({"pooled", "logits"})
     teacher_taps = frozenset({"logits"})
 
     @classmethod
-    def check_hyperparameters(cls, hp) -> None:
-        if hp["k"] < 1:
-            raise ConfigError(f"bregman_pca: k must be at least 1, got {hp['k']}")
-        for key in ("fit_iters", "fit_newton_iters", "newton_iters"):
-            if hp[key] < 1:
-                raise ConfigError(f"bregman_pca: {key} must be at least 1, got {hp[key]}")
-        for key in ("lambda_c", "lambda_B", "lambda_y"):
-            if hp[key] < 0:
-                raise ConfigError(f"bregman_pca: {key} must be non-negative, got {hp[key]}")
+    def check_hyperparameters(cls, hp, task) -> None:
+        """Softmax is flat along the all-ones direction: at most classes − 1 directions carry information."""
+        if hp["k"] > task.num_classes - 1:
+            raise ConfigError(
+                f"bregman_pca: k must be at most classes − 1 = {task.num_classes - 1} for softmax, got {hp['k']}"
+            )
 
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
         k, d = self.hp["k"], ctx.num_classes
-        if k > d - 1:
-            raise ConfigError(f"bregman_pca: k must be at most classes − 1 = {d - 1} for softmax, got {k}")
         student = ctx.student
         device = next(student.parameters()).device
         # the student's class head becomes ĉ(x); the imported layer after it maps ĉ to m + V ĉ
@@ -172,7 +155,7 @@ class BregmanPCA(Method):
 
     # -- training ----------------------------------------------------------------------------------
 
-    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
         hp = self.hp
         c_hat = self.ctx.student.classifier(s.pooled)   # the student's k coefficients
         c_t = teacher_code(self.imported, t.logits, hp["newton_iters"])

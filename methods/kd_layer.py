@@ -14,44 +14,12 @@ The KD layer, on x (B×C×H×W), with K templates w_k and K→C semantic vectors
     L_KD   = mean over the B·H·W locations of KL(p_T(i) ‖ softmax_k s(i))                 [paper][code]
     L      = CE(z_s, y) + 1·L_penult (+ 1·L_inter for letKD-2), no soft-label KD term     [paper]
 
-Templates and W_v are drawn from N(0, 2/fan_in) in the mean/variance notation of METHODS.md, i.e.
-standard deviation sqrt(2/fan_in), as the released cosine convolution does [code]; the cosine makes
-forward values independent of this scale, which only sets the templates' effective step size.
-
-Placements (the targets p_T are in ``methods._letkd_targets``):
-
-* letKD-1: one layer on the penultimate map (``prepool``, both networks), K templates; p_T are soft
-  assignments of the teacher's pre-pool vectors to K k-means centres (20 iterations, seed fixed).
-* letKD-2 adds a layer "after the first residual block of the last stage" with 8 × classes
-  templates, supervised by the teacher's sub-class decisions at the same point. Rule (``placement``):
-  the student's point is ``stage{G-1}.block0``; when the student's last stage is a single block,
-  that point *is* the last stage's output, right before the penultimate layer, and both layers would
-  read the same map, so the intermediate layer moves back to the previous stage's output,
-  ``stage{G-2}``. The teacher's point mirrors it in the teacher's own stages (its ``stage{G-1}.block0``
-  or its ``stage{G-2}``). Hence the Fashion-MNIST pair uses ``stage1`` on both (student 16×7×7,
-  teacher 64×7×7), and so does resnet32x4→resnet8x4 (the released code stacks the two layers on
-  resnet8x4's last stage instead [code]).
-
-Where the teacher's map differs in size from the student's it is adaptive-average-pooled to the
-student's size before quantising, offline and online. A point's shape comes from the dry run's
-``TapShapes.at``.
-
-Offline targets use the training images without augmentation, subsampled to ``fit_vectors``
-locations per layer by a seeded draw (Fashion-MNIST: 20,000 × 49 = 980,000 locations, 200,000
-used). The seed is the teacher's (``TeacherData.seed``), so every cell shares the targets: they are
-computed once per teacher and cached beside it under a name holding the teacher's sha256, the
-variant, K, the seed and a digest of every other input; ``prepare`` records the time, the cache hit
-and the number of vectors fitted.
-
-Defaults. ``K`` = 64 for the 10-class default suite: the paper's 4096 serves CIFAR-100's 100 classes
-with a 64–256-channel map; here ~6 templates per class (near letKD-2's 8 sub-classes per class) keep
-the layer (2·K·C + 2K + 2 = 4,226 parameters on the 32-channel student) below the 6.9k-parameter
-student it is added to, and k-means cheap on a CPU. A CIFAR-100 suite sets ``K: 4096`` (and a larger
-``fit_vectors``). ``variant`` = letkd1, chosen by measurement on the default suite, seed 0:
-letKD-1 79.88% against letKD-2 80.16% final accuracy, a gap inside one seed's noise, for 4,226
-against 6,948 added parameters and 59 s against 73 s wall time. Both landed below ``student_ce``
-(81.02%) in that 3-epoch budget, while the same layer without its KD loss reached 81.81%: there
-the supervision, not the layer, costs accuracy.
+Placements: letKD-1 puts one layer on the pre-pool map, its targets p_T soft assignments of the
+teacher's pre-pool vectors to K k-means centres; letKD-2 adds a layer after the first block of the
+last stage (or the previous stage's output when that stage is a single block), supervised by the
+teacher's sub-class decisions. The targets are computed once per teacher from the un-augmented
+training set and cached beside it (``kdbench.methods._letkd_targets``). Initialisation, the
+placement rule, the defaults and why letKD-1 is the default: docs/methods.md, ``kd_layer``.
 """
 
 from __future__ import annotations
@@ -65,13 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.errors import ConfigError
-from benchmarks.method import Method, TeacherData
-from benchmarks.offline_cache import cache_path, load_or_compute, source_sha256
-from benchmarks.models.tapped import TapShapes
-from benchmarks.registry import register
-from methods import _letkd_targets
-from methods._letkd_targets import (
+from kdbench import NON_NEGATIVE, Method, OneOf, TapShapes, TeacherData, at_least, register
+from kdbench.offline_cache import cache_path, load_or_compute, source_sha256
+from kdbench.methods import _letkd_targets
+from kdbench.methods._letkd_targets import (
     at_student_locations, decision_target, kmeans, quantisation_target, sample_locations, tap_at,
     teacher_decisions,
 )
@@ -143,19 +108,12 @@ class KDLayerMethod(Method):
         "variant": "letkd1", "K": 64, "alpha": 1.0, "penult_weight": 1.0, "inter_weight": 1.0,
         "kmeans_iters": 20, "fit_vectors": 200_000,
     }
+    domains = {
+        "variant": OneOf(*VARIANTS), "K": at_least(2), "alpha": NON_NEGATIVE, "penult_weight": NON_NEGATIVE,
+        "inter_weight": NON_NEGATIVE, "kmeans_iters": at_least(1), "fit_vectors": at_least(1),
+    }
     student_taps = frozenset({"logits"})
     teacher_taps = frozenset({"prepool", "stages", "blocks"})
-
-    @classmethod
-    def check_hyperparameters(cls, hp) -> None:
-        if hp["variant"] not in VARIANTS:
-            raise ConfigError(f"kd_layer: variant must be one of {list(VARIANTS)}, got {hp['variant']!r}")
-        for key, low in (("K", 2), ("kmeans_iters", 1), ("fit_vectors", 1)):
-            if hp[key] < low:
-                raise ConfigError(f"kd_layer: {key} must be at least {low}, got {hp[key]}")
-        for key in ("alpha", "penult_weight", "inter_weight"):
-            if hp[key] < 0:
-                raise ConfigError(f"kd_layer: {key} must be non-negative, got {hp[key]}")
 
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
@@ -234,7 +192,7 @@ class KDLayerMethod(Method):
 
     # -- training ----------------------------------------------------------------------------------
 
-    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
         terms = {"ce": F.cross_entropy(s.logits, y)}
         for site, layer in zip(self.sites, self.layers):
             f = at_student_locations(tap_at(t, site.teacher_point), site.size)  # p_T: no gradient

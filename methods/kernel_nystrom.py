@@ -12,21 +12,11 @@ connector is needed when widths differ [code]:
     L_KDA = Σ_{b,l} smoothL1_{β=1}(P_S − P_T) / ‖P_T‖_F                                    [code]
     L     = CE(z_s, y) + α · L_KDA,   α = 0.04, no KD term                                 [code]
 
-S, T are the networks' pooled features before the classifier (``feature="pooled"``, default),
-their logits (``"logits"``, "after FC"), or both with the two L_KDA summed (``"combo"``, which the
-paper reports best) [paper].
-
-Centres [code]: during each epoch the per-class sums of the detached student features (train-mode
-forward) and of the teacher features are accumulated; at the epoch's end they are divided by the
-per-class counts and used, as constants, through the next epoch. They start at zero and lag one
-epoch. A class absent from an epoch keeps its previous centre (our choice). Centres, sums and counts
-are buffers, so an interrupted run resumes with them.
-
-Warm-up: CE only for the first 5 of 120 epochs in the paper [code]. Here it is a fraction of the
-budget, ``warmup_fraction`` = 5/120, rounded to whole epochs, and never less than one epoch: the
-centres exist only after the first finished epoch (before that they are zero, P_T = 0 and the
-normalisation is 0/0). The effective warm-up is recorded in the run record. Independently,
-:func:`partial_kernel_loss` returns 0 whenever ‖P_T‖_F = 0, so the loss is finite in every case.
+S, T are the pooled features (``feature="pooled"``), the logits (``"logits"``) or both summed
+(``"combo"``). Class centres are per-epoch means of the detached features, used as constants through
+the next epoch (buffers, so a resumed run keeps them); CE alone for a warm-up of
+``warmup_fraction`` of the budget, at least one epoch, since centres exist only after the first.
+Choices and their sources: docs/methods.md, ``kernel_nystrom``.
 """
 
 from __future__ import annotations
@@ -34,18 +24,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.errors import ConfigError
-from benchmarks.method import Method
-from benchmarks.registry import register
+from kdbench import NON_NEGATIVE, UNIT, Method, OneOf, register
 
 FEATURES = {"pooled": ("pooled",), "logits": ("logits",), "combo": ("pooled", "logits")}
 
 
 def partial_kernel_loss(p_s: torch.Tensor, p_t: torch.Tensor) -> torch.Tensor:
-    """Σ smoothL1_{β=1}(p_s − p_t) / ‖p_t‖_F, and 0 where ‖p_t‖_F = 0 (nothing to match).
-
-    Used for the B×L partial matrices here and for the full B×B kernels in ``benchmarks.kernel_cost``.
-    """
+    """Σ smoothL1_{β=1}(p_s − p_t) / ‖p_t‖_F, and 0 where ‖p_t‖_F = 0 (nothing to match)."""
     norm = torch.linalg.norm(p_t)
     huber = F.smooth_l1_loss(p_s, p_t, reduction="sum", beta=1.0)
     # Divide by a safe denominator, then select: a NaN in the unused branch would poison the gradient.
@@ -65,15 +50,9 @@ class KernelNystrom(Method):
         "SDM 2022 as Improved Knowledge Distillation via Full Kernel Matrix Transfer)"
     )
     defaults = {"alpha": 0.04, "warmup_fraction": 5 / 120, "feature": "pooled"}
+    domains = {"alpha": NON_NEGATIVE, "warmup_fraction": UNIT, "feature": OneOf(*FEATURES)}
     student_taps = frozenset({"pooled", "logits"})
     teacher_taps = frozenset({"pooled", "logits"})
-
-    @classmethod
-    def check_hyperparameters(cls, hp) -> None:
-        if hp["feature"] not in FEATURES:
-            raise ConfigError(f"kernel_nystrom: feature must be one of {sorted(FEATURES)}, got {hp['feature']!r}")
-        if not 0.0 <= hp["warmup_fraction"] <= 1.0:
-            raise ConfigError(f"kernel_nystrom: warmup_fraction must be in [0, 1], got {hp['warmup_fraction']}")
 
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
@@ -87,11 +66,11 @@ class KernelNystrom(Method):
                 self.register_buffer(f"sums_{net}_{layer}", torch.zeros(n, d))
         self.register_buffer("counts", torch.zeros(n))
 
-    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
         if self.training:
             self._accumulate(s, t, y)
         ce = F.cross_entropy(s.logits, y)
-        if epoch < self.warmup:
+        if progress.epoch < self.warmup:
             return {"ce": ce, "kda": ce.new_zeros(())}
         kda = sum(
             partial_kernel_loss(

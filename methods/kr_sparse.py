@@ -1,12 +1,10 @@
 """Liu, Wen, Gao, Tao, Chen, Osa, Kato, CVPR Workshops 2019, "Knowledge Representing: Efficient,
 Sparse Representation of Prior Knowledge for Knowledge Distillation" (arXiv 1911.05329; KR).
 
-RECONSTRUCTED. No code was released and the method section was not available: the abstract states
-the ideas (knowledge aggregation, a sparse recoding penalty, penalized gradients, combinable with
-logit KD) and METHODS.md §4 reconstructs equations coherent with it. Every modelling choice below is
-a hyperparameter, so an ablation can switch it off.
-
-For each supervised site g, with T_g the teacher's map (B×C_T×H×W) and S_g the student's:
+RECONSTRUCTED: no code was released and only the abstract was available (knowledge aggregation, a
+sparse recoding penalty, penalized gradients, combinable with logit KD). The equations below are a
+reconstruction coherent with it; every modelling choice is a hyperparameter, so an ablation can
+switch it off. For each supervised site g, T_g the teacher's map, S_g the student's:
 
     P^T_g  = softmax_c(T_g / τ)                 channel distribution at every location
     P^S_g  = softmax_c(a_g(S_g) / τ)            a_g: 1×1 conv C_S→C_T + BN (training-only adapter)
@@ -15,25 +13,10 @@ For each supervised site g, with T_g the teacher's map (B×C_T×H×W) and S_g th
     ∂L/∂(a_g(S_g)/τ) ← (M_g + ε(1 − M_g)) ⊙ ∂L/∂(a_g(S_g)/τ)          the penalized gradient (a hook)
     L      = CE(z_s, y) + β · Σ_g L_KR,g  (+ γ · τ_KD² · KL, vanilla KD, γ = 0 by default)
 
-The hook leaves the gradient on the teacher's support untouched and scales the rest by ε, so channels
-the recoding zeroed are only weakly pushed to zero: the "avoid over-regularisation" of the abstract.
-With ρ = 1 and ε = 1 recoding and penalty are both off and L_KR is the plain cross-entropy to the
-teacher's channel distribution.
-
-Choices (hyperparameters):
-  ``level``        "stage": one site per stage output, the knowledge aggregation (per-layer hints
-                   accumulate mismatch through residual branches); "block": one site per block, the
-                   ablation. Student stage/block i is paired with the teacher's at the same relative
-                   depth when the networks have different numbers of stages or blocks. On the
-                   Fashion-MNIST pair (one conv unit per stage, the first two opened by a max-pool
-                   counted as a block) "block" adds the two pooled maps to the three stage sites.
-  ``teacher_map``  "preact": T_g before the stage's closing ReLU (the reconstruction; a ReLU maps every
-                   negative channel to one value, which flattens the distribution below the support);
-                   "output": the stage output itself. The renormalised top-k depends only on the kept
-                   logits, so the two coincide at every location with at least ⌈ρC⌉ positive channels;
-                   they differ where the support reaches below zero, always at ρ = 1. The student side
-                   is always the stage output: the adapter is linear, so it sees what the next stage sees.
-Where the spatial sizes of a pair differ, the larger map is adaptive-average-pooled to the smaller.
+``level`` picks the sites (stage outputs, or every block), paired by relative depth; ``teacher_map``
+reads T_g before the stage's closing ReLU (``preact``) or after it (``output``); a larger map is
+average-pooled to the smaller's size. Why each choice, and what it changes: docs/methods.md,
+``kr_sparse``.
 """
 
 from __future__ import annotations
@@ -44,11 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.errors import ConfigError
-from benchmarks.method import Method
-from benchmarks.models.tapped import Taps
-from benchmarks.registry import register
-from methods.vanilla_kd import kd_loss
+from kdbench import NON_NEGATIVE, POSITIVE, UNIT, Interval, Method, OneOf, Taps, register
+from kdbench.methods.vanilla_kd import kd_loss
 
 LEVELS = ("stage", "block")
 TEACHER_MAPS = ("preact", "output")
@@ -135,27 +115,13 @@ class KRSparse(Method):
         "beta": 1.0, "tau": 1.0, "rho": 0.25, "eps": 0.1, "gamma": 0.0, "T": 4.0,
         "level": "stage", "teacher_map": "preact",
     }
+    domains = {
+        "beta": NON_NEGATIVE, "tau": POSITIVE, "rho": Interval(0, 1, open_low=True), "eps": UNIT,
+        "gamma": NON_NEGATIVE, "T": POSITIVE,
+        "level": OneOf(*LEVELS), "teacher_map": OneOf(*TEACHER_MAPS),
+    }
     student_taps = frozenset({"stages", "blocks", "logits"})
     teacher_taps = frozenset({"stages", "blocks", "preact", "logits"})
-
-    @classmethod
-    def check_hyperparameters(cls, hp) -> None:
-        if hp["level"] not in LEVELS:
-            raise ConfigError(f"kr_sparse: level must be one of {list(LEVELS)}, got {hp['level']!r}")
-        if hp["teacher_map"] not in TEACHER_MAPS:
-            raise ConfigError(
-                f"kr_sparse: teacher_map must be one of {list(TEACHER_MAPS)}, got {hp['teacher_map']!r}"
-            )
-        if not 0.0 < hp["rho"] <= 1.0:
-            raise ConfigError(f"kr_sparse: rho must be in (0, 1], got {hp['rho']}")
-        if not 0.0 <= hp["eps"] <= 1.0:
-            raise ConfigError(f"kr_sparse: eps must be in [0, 1], got {hp['eps']}")
-        for key in ("tau", "T"):
-            if hp[key] <= 0:
-                raise ConfigError(f"kr_sparse: {key} must be positive, got {hp[key]}")
-        for key in ("beta", "gamma"):
-            if hp[key] < 0:
-                raise ConfigError(f"kr_sparse: {key} must be non-negative, got {hp[key]}")
 
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
@@ -165,7 +131,7 @@ class KRSparse(Method):
             adapter(s_shapes.at(sp)[0], t_shapes.at(tp)[0]) for sp, tp in self.sites
         )
 
-    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
         hp = self.hp
         preact = hp["teacher_map"] == "preact"
         kr = torch.zeros((), device=y.device)

@@ -9,19 +9,11 @@ the maps each network actually pools (the ``prepool`` taps), and r a connector:
     L_SR    = mean_{b,k} (W_t·GAP(r(F_s)) + b_t − z_t)²   raw logits, no softmax / T       [code]
     L       = CE(z_s, y) + 1·L_FM + 1·L_SR  (+ κ·T²·KL, κ = 0 by default)
 
-L_SR is the "softmax regression": the connected student feature is scored by the teacher's own
-frozen classifier (W_t, b_t) and must reproduce the teacher's logits z_t; the abstract calls it an
-L2 loss [paper], the code uses MSE [code]. The connector r is applied to the spatial map and pooled
-afterwards (BN and ReLU do not commute with GAP), so the spatial sizes of F_s and F_t may differ:
-only means are compared. GAP(F_t) is the teacher's ``pooled`` tap, the mean of its pre-pool map.
-
-Connector init as the released code: conv normal(0, sqrt(2 / (1·1·C_t))), BN weight 1, bias 0. The
-connector is training-only; the student keeps its own classifier at inference. The teacher's head is
-used through ``F.linear`` on detached weights, so it is never a parameter of this method and never
-receives a gradient, while gradients flow through it into r and the student.
-
-The official recipe has no KD term; a third-party CIFAR re-run adds vanilla KD with weight 1, offered
-here as ``kd_weight`` (default 0).
+L_SR scores the connected student feature with the teacher's own frozen classifier (W_t, b_t),
+through ``F.linear`` on detached weights: never a parameter here, never updated, while gradients
+flow through it into r and the student. The connector is pooled after it is applied, so only means
+are compared and spatial sizes may differ. Connector init, the optional KD term and what the
+released code adds to the paper: docs/methods.md, ``srrl``.
 """
 
 from __future__ import annotations
@@ -32,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.method import Method
-from benchmarks.registry import register
-from methods.vanilla_kd import kd_loss
+from kdbench import NON_NEGATIVE, POSITIVE, Method, register
+from kdbench.methods.vanilla_kd import kd_loss
 
 
 def connector(c_s: int, c_t: int) -> nn.Sequential:
@@ -55,6 +46,7 @@ class SRRL(Method):
         "Regression Representation Learning"
     )
     defaults = {"fm_weight": 1.0, "sr_weight": 1.0, "kd_weight": 0.0, "T": 4.0}
+    domains = {"fm_weight": NON_NEGATIVE, "sr_weight": NON_NEGATIVE, "kd_weight": NON_NEGATIVE, "T": POSITIVE}
     student_taps = frozenset({"prepool", "logits"})
     teacher_taps = frozenset({"pooled", "logits"})
 
@@ -62,7 +54,7 @@ class SRRL(Method):
         super().__init__(hp, ctx)
         self.connector = connector(ctx.student_shapes.prepool[0], ctx.teacher_shapes.prepool[0])
 
-    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
         head = self.ctx.teacher.classifier
         feat = self.connector(s.prepool).mean(dim=(2, 3))  # GAP(r(F_s)), B×C_t
         z_tc = F.linear(feat, head.weight.detach(), head.bias.detach())

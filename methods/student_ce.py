@@ -1,12 +1,12 @@
-"""The baseline every method is compared against: the student trained alone on the labels."""
+"""The baseline every method is compared against: the student trained alone on the labels
+(docs/methods.md, ``student_ce``)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.method import Method
-from benchmarks.registry import register
+from kdbench import Method, register
 
 
 @register
@@ -19,5 +19,5 @@ class StudentCE(Method):
     student_taps = frozenset({"logits"})
     teacher_taps = frozenset()
 
-    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
         return {"ce": F.cross_entropy(s.logits, y)}

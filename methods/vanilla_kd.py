@@ -3,8 +3,8 @@
     L = γ · CE(z_s, y) + α · T² · KL( softmax(z_t/T) ‖ softmax(z_s/T) )
 
 KL summed over classes and averaged over the batch (``reduction="batchmean"``) on the student's
-*log*-probabilities; T² keeps the gradient scale independent of T. Defaults are the CIFAR-100 CRD
-protocol's (RepDistiller, mdistiller): T = 4, γ = 0.1, α = 0.9.
+*log*-probabilities; T² keeps the gradient scale independent of T. Defaults, their source and the
+traps: docs/methods.md, ``vanilla_kd``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.method import Method
-from benchmarks.registry import register
+from kdbench import NON_NEGATIVE, POSITIVE, Method, register
 
 
 def kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, T: float) -> torch.Tensor:
@@ -28,10 +27,11 @@ class VanillaKD(Method):
     name = "vanilla_kd"
     paper = "Hinton, Vinyals, Dean 2015, Distilling the Knowledge in a Neural Network (arXiv 1503.02531)"
     defaults = {"T": 4.0, "gamma": 0.1, "alpha": 0.9}
+    domains = {"T": POSITIVE, "gamma": NON_NEGATIVE, "alpha": NON_NEGATIVE}
     student_taps = frozenset({"logits"})
     teacher_taps = frozenset({"logits"})
 
-    def losses(self, s, t, y, epoch) -> dict[str, torch.Tensor]:
+    def losses(self, s, t, y, progress) -> dict[str, torch.Tensor]:
         return {
             "ce": self.hp["gamma"] * F.cross_entropy(s.logits, y),
             "kd": self.hp["alpha"] * kd_loss(s.logits, t.logits, self.hp["T"]),

@@ -7,8 +7,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from benchmarks.method import Method
-from benchmarks.registry import register, unregister
+from kdbench.method import Method
+from kdbench.registry import register, unregister
 
 
 class Explodes(Method):
@@ -17,8 +17,8 @@ class Explodes(Method):
     name = "explodes"
     paper = "test plugin"
 
-    def losses(self, s, t, y, epoch):
-        if epoch >= 1:
+    def losses(self, s, t, y, progress):
+        if progress.epoch >= 1:
             raise RuntimeError("boom in epoch 2")
         return {"ce": F.cross_entropy(s.logits, y)}
 
@@ -29,9 +29,9 @@ class GoesNaN(Method):
     name = "goes_nan"
     paper = "test plugin"
 
-    def losses(self, s, t, y, epoch):
+    def losses(self, s, t, y, progress):
         ce = F.cross_entropy(s.logits, y)
-        return {"ce": ce * (torch.nan if epoch >= 1 else 1.0)}
+        return {"ce": ce * (torch.nan if progress.epoch >= 1 else 1.0)}
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import rel_entr
 
-from methods._bregman import (
+from kdbench.methods._bregman import (
     BregmanFit, ImportedLayer, bregman_mean, fit_bregman_pca, solve_coefficients, transfer, warm_start,
 )
 

@@ -7,14 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.config import OptimizerConfig
-from benchmarks.cost import parameter_counts
-from benchmarks.errors import ConfigError
-from benchmarks.method import MethodContext, TeacherData, forward_taps_for
-from benchmarks.models import build_model
-from benchmarks.registry import get_method, resolve_hyperparameters
-from benchmarks.teacher import freeze
-from benchmarks.trainer import make_cell
+from kdbench.config import OptimizerConfig
+from kdbench.cost import parameter_counts
+from kdbench.errors import ConfigError
+from kdbench.method import MethodContext, TeacherData, forward_taps_for
+from kdbench.models import build_model
+from kdbench.registry import get_method, resolve_hyperparameters
+from kdbench.teacher import freeze
+from kdbench.trainer import make_cell
+from tests.contract import FMNIST_TASK, at_epoch
 
 SHAPE = (1, 28, 28)
 
@@ -27,7 +28,7 @@ def build(tmp_path, **overrides):
                         teacher_shapes=teacher.tap_shapes(SHAPE), num_classes=10, epochs=2,
                         steps_per_epoch=1)
     cls = get_method("bregman_pca")
-    method = cls(resolve_hyperparameters("bregman_pca", overrides), ctx)
+    method = cls(resolve_hyperparameters("bregman_pca", overrides, FMNIST_TASK), ctx)
     g = torch.Generator().manual_seed(5)
     data = TeacherData(
         teacher=teacher, train_images=torch.randn(300, *SHAPE, generator=g),
@@ -70,7 +71,7 @@ def test_loss_terms_match_independent_computations(tmp_path):
     with torch.no_grad():
         t = forward_taps_for(teacher, x, cls.teacher_taps)
     s = forward_taps_for(student, x, cls.student_taps)
-    terms = method.losses(s, t, y, epoch=0)
+    terms = method.losses(s, t, y, progress=at_epoch(0))
     assert set(terms) == {"coef", "ce", "bregman"}
     c_hat = student.classifier(s.pooled)
     z = layer.m + c_hat @ layer.V.T
@@ -95,7 +96,7 @@ def test_loss_terms_match_independent_computations(tmp_path):
 
 
 def method_code(method, logits):
-    from methods.bregman_pca import teacher_code
+    from kdbench.methods.bregman_pca import teacher_code
     return teacher_code(method.imported, logits, method.hp["newton_iters"])
 
 
@@ -130,7 +131,7 @@ def test_recorded_teacher_facts_and_cache(tmp_path):
 @pytest.mark.parametrize("overrides", [{"k": 0}, {"lambda_c": -1.0}, {"newton_iters": 0}])
 def test_bad_hyperparameters_are_config_errors(overrides):
     with pytest.raises(ConfigError):
-        resolve_hyperparameters("bregman_pca", overrides)
+        resolve_hyperparameters("bregman_pca", overrides, FMNIST_TASK)
 
 
 def test_k_above_classes_minus_one_is_refused(tmp_path):
@@ -139,7 +140,7 @@ def test_k_above_classes_minus_one_is_refused(tmp_path):
 
 
 def test_sweep_suite_and_table():
-    from benchmarks.bregman_sweep import sweep_suite, table
+    from kdbench.bregman_sweep import sweep_suite, table
     suite = sweep_suite("smoke", [2, 4])
     assert suite.name == "smoke-bregman-k"
     assert [(e.label, e.overrides) for e in suite.methods] == [
@@ -147,10 +148,10 @@ def test_sweep_suite_and_table():
     prep = {"teacher_recon_kl_train": 0.5, "teacher_recon_kl_test": 0.25, "teacher_mean_only_kl_test": 2.0,
             "teacher_acc_through_layer": 88.5}
     records = [
-        {"label": "bregman_pca_k2", "final_acc": 80.0, "prepare": prep, "teacher_acc": 90.0},
-        {"label": "bregman_pca_k2", "final_acc": 82.0, "prepare": prep, "teacher_acc": 90.0},
-        {"label": "student_ce", "final_acc": 79.0, "teacher_acc": None},
-        {"label": "bregman_pca_k4", "final_acc": None, "prepare": {}, "teacher_acc": 90.0},  # diverged
+        {"label": "bregman_pca_k2", "seed": 1, "final_acc": 82.0, "prepare": prep, "teacher_acc": 90.0},
+        {"label": "bregman_pca_k2", "seed": 0, "final_acc": 80.0, "prepare": prep, "teacher_acc": 90.0},
+        {"label": "student_ce", "seed": 0, "final_acc": 79.0, "teacher_acc": None},
+        {"label": "bregman_pca_k4", "seed": 0, "final_acc": None, "prepare": {}, "teacher_acc": 90.0},  # diverged
     ]
     text = table(records, [2, 4])
     assert "| 2 | 0.5000 | 0.2500 | 2.0000 | 88.50 | 81.00 ± 1.41 | 2 |" in text

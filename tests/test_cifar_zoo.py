@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.models import TappedModel, build_model, model_names
+from kdbench.models import TappedModel, build_model, model_names
 
 NUM_CLASSES = 100
 

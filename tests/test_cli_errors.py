@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from benchmarks import data as D
-from benchmarks.cli import main
+from kdbench import data as D
+from kdbench.cli import main
 
 
 def check_one_line_error(capsys, argv, fragment, results):
@@ -27,8 +27,8 @@ def test_unknown_method(capsys, tmp_path):
 
 
 def test_methods_filter_accepts_suite_labels(tmp_path, write_suite):
-    from benchmarks.config import load_suite
-    from benchmarks.runner import plan
+    from kdbench.config import load_suite
+    from kdbench.runner import plan
 
     path = write_suite(methods=["student_ce", {"method": "vanilla_kd", "label": "kd_T2",
                                                "hyperparameters": {"T": 2}}])
@@ -69,7 +69,14 @@ def test_malformed_yaml(capsys, tmp_path):
     ({"student": {"model": "resnet1000"}}, "unknown model 'resnet1000'"),
     ({"extra_key": 1}, "unknown key(s) extra_key"),
     ({"methods": [{"method": "kernel_nystrom", "hyperparameters": {"feature": "middle"}}]},
-     "feature must be one of"),
+     "'feature' must be one of"),
+    ({"methods": [{"method": "vanilla_kd", "hyperparameters": {"T": 0}}]}, "'T' must be > 0, got 0"),
+    ({"methods": [{"method": "vanilla_kd", "hyperparameters": {"T": -1}}]}, "'T' must be > 0, got -1"),
+    ({"methods": [{"method": "vanilla_kd", "hyperparameters": {"alpha": float("nan")}}]}, "'alpha' must be finite"),
+    ({"methods": [{"method": "kr_sparse", "hyperparameters": {"rho": 0}}]}, "'rho' must be in (0, 1], got 0"),
+    ({"methods": [{"method": "bregman_pca", "hyperparameters": {"k": 10}}]}, "k must be at most classes − 1 = 9"),
+    ({"train": {"epochs": 1, "batch_size": 128, "optimizer": {"name": "sgd", "nesterov": "false"}}},
+     "optimizer.nesterov must be true or false, got 'false'"),
 ])
 def test_bad_suite_values(capsys, tmp_path, write_suite, override, fragment):
     path = write_suite(**override)
@@ -91,4 +98,4 @@ def test_unavailable_device(capsys, tmp_path):
 def test_methods_lists_every_plugin(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    assert "vanilla_kd" in out and "T=4.0, gamma=0.1, alpha=0.9" in out and "student_ce" in out
+    assert "vanilla_kd" in out and "T=4.0 (> 0), gamma=0.1 (≥ 0), alpha=0.9 (≥ 0)" in out and "student_ce" in out

@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from benchmarks.method import TAP_NAMES, Method, MethodContext, TeacherData, forward_taps_for
-from benchmarks.models import build_model
-from benchmarks.registry import get_method, method_names, resolve_hyperparameters
-from benchmarks.teacher import freeze
+from kdbench.method import TAP_NAMES, Method, MethodContext, TeacherData, forward_taps_for
+from kdbench.models import build_model
+from kdbench.registry import get_method, method_names, resolve_hyperparameters
+from kdbench.teacher import freeze
+from tests.contract import FMNIST_TASK, at_epoch
 
 INPUT = (1, 28, 28)
 BATCH = 16
@@ -32,7 +33,7 @@ def build(name: str, tmp_path, seed: int = 0):
         teacher_shapes=teacher.tap_shapes(INPUT) if cls.needs_teacher() else None,
         num_classes=10, epochs=EPOCHS, steps_per_epoch=2,
     )
-    method = cls(resolve_hyperparameters(name, None), ctx)
+    method = cls(resolve_hyperparameters(name, None, FMNIST_TASK), ctx)
     if cls.needs_teacher():
         g = torch.Generator().manual_seed(7)
         method.prepare(TeacherData(
@@ -55,9 +56,9 @@ def losses_at_last_epoch(cls, student, teacher, method, x, y):
     method.train()
     with torch.no_grad():
         t_taps = forward_taps_for(teacher, x, cls.teacher_taps) if cls.needs_teacher() else None
-    method.losses(forward_taps_for(student, x, cls.student_taps), t_taps, y, epoch=0)
+    method.losses(forward_taps_for(student, x, cls.student_taps), t_taps, y, progress=at_epoch(0))
     method.on_epoch_end(0)
-    return method.losses(forward_taps_for(student, x, cls.student_taps), t_taps, y, epoch=EPOCHS - 1)
+    return method.losses(forward_taps_for(student, x, cls.student_taps), t_taps, y, progress=at_epoch(EPOCHS - 1))
 
 
 @pytest.fixture(params=method_names())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import data as D
-from benchmarks.errors import DataError
+from kdbench import data as D
+from kdbench.errors import DataError
 
 
 # ------------------------------------------------------------------------------- CIFAR pickles

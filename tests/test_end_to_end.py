@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from benchmarks.cli import main
-from benchmarks.config import load_suite
-from benchmarks.errors import TeacherError
-from benchmarks.records import record_path
-from benchmarks import runner
-from benchmarks.registry import method_names
+from kdbench.cli import main
+from kdbench.config import load_suite
+from kdbench.errors import TeacherError
+from kdbench.records import record_path
+from kdbench import runner
+from kdbench.registry import method_names
 from tests.plugins import Explodes, GoesNaN, registered
 
 REQUIRED = {

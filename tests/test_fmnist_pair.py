@@ -1,7 +1,7 @@
 """The Fashion-MNIST default pair: the sizes the README states and the brief's 10x ratio."""
 
-from benchmarks.cost import count_parameters
-from benchmarks.models import build_model
+from kdbench.cost import count_parameters
+from kdbench.models import build_model
 
 
 def test_pair_sizes_and_ratio():

@@ -9,14 +9,15 @@ import math
 import pytest
 import torch
 
-from benchmarks.cost import parameter_counts
-from benchmarks.errors import ConfigError
-from benchmarks.method import MethodContext, TeacherData
-from benchmarks.models import build_model
-from benchmarks.registry import get_method, resolve_hyperparameters
-from benchmarks.teacher import freeze
-from methods._letkd_targets import at_student_locations, decision_target, quantisation_target
-from methods.kd_layer import SUBCLASSES, KDLayer, cosine_conv, placement
+from kdbench.cost import parameter_counts
+from kdbench.errors import ConfigError
+from kdbench.method import MethodContext, TeacherData
+from kdbench.models import build_model
+from kdbench.registry import get_method, resolve_hyperparameters
+from kdbench.teacher import freeze
+from kdbench.methods._letkd_targets import at_student_locations, decision_target, quantisation_target
+from kdbench.methods.kd_layer import SUBCLASSES, KDLayer, cosine_conv, placement
+from tests.contract import FMNIST_TASK, at_epoch
 
 KDL = get_method("kd_layer")
 FMNIST = (1, 28, 28)
@@ -33,7 +34,7 @@ def make(teacher_model, student_model, classes, input_shape, **hp):
         student_shapes=student.tap_shapes(input_shape), teacher_shapes=teacher.tap_shapes(input_shape),
         num_classes=classes, epochs=2, steps_per_epoch=1,
     )
-    return student, teacher, KDL(resolve_hyperparameters("kd_layer", hp), ctx)
+    return student, teacher, KDL(resolve_hyperparameters("kd_layer", hp, FMNIST_TASK), ctx)
 
 
 def teacher_data(teacher, cache_dir, sha="0" * 64, seed=0) -> TeacherData:
@@ -177,7 +178,7 @@ def test_placements_run_on_the_pairs(teacher_model, student_model, classes, inpu
         t = teacher.forward_taps(x)
     for site, layer in zip(method.sites, method.layers):
         assert layer.last_scores.shape == (2, site.templates, *site.size)
-    terms = method.losses(s, t, y, epoch=0)
+    terms = method.losses(s, t, y, progress=at_epoch(0))
     assert set(terms) == {"ce", "kd_penult", "kd_inter"}
     assert all(torch.isfinite(v) for v in terms.values())
 
@@ -204,7 +205,7 @@ def test_both_variants_train_and_repeat(tmp_path, variant):
         x, y = batch()
         with torch.no_grad():
             t = teacher.forward_taps(x)
-        terms = method.losses(student.forward_taps(x), t, y, epoch=0)
+        terms = method.losses(student.forward_taps(x), t, y, progress=at_epoch(0))
         sum(terms.values()).backward()
         for name, p in student.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -216,4 +217,4 @@ def test_both_variants_train_and_repeat(tmp_path, variant):
 @pytest.mark.parametrize("bad", [{"variant": "letkd3"}, {"K": 1}, {"kmeans_iters": 0}, {"alpha": -1.0}])
 def test_bad_hyperparameters_are_config_errors(bad):
     with pytest.raises(ConfigError):
-        resolve_hyperparameters("kd_layer", bad)
+        resolve_hyperparameters("kd_layer", bad, FMNIST_TASK)

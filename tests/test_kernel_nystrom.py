@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from benchmarks.errors import ConfigError
-from benchmarks.method import MethodContext
-from benchmarks.models.tapped import Taps, TapShapes
-from benchmarks.registry import get_method, resolve_hyperparameters
+from kdbench.errors import ConfigError
+from kdbench.method import MethodContext
+from kdbench.models.tapped import Taps, TapShapes
+from kdbench.registry import get_method, resolve_hyperparameters
+from tests.contract import FMNIST_TASK, at_epoch
 
 KDA = get_method("kernel_nystrom")
 L = 3  # classes
@@ -26,7 +27,7 @@ def make(epochs: int = 120, d_s: int = 2, d_t: int = 3, **hp) -> KDA:
         student=None, teacher=None, student_shapes=shapes(d_s), teacher_shapes=shapes(d_t),
         num_classes=L, epochs=epochs, steps_per_epoch=1,
     )
-    method = KDA(resolve_hyperparameters("kernel_nystrom", hp), ctx)
+    method = KDA(resolve_hyperparameters("kernel_nystrom", hp, FMNIST_TASK), ctx)
     method.train()
     return method
 
@@ -73,7 +74,7 @@ def test_pooled_loss_matches_hand_computation():
     method = make()
     set_centres(method, "pooled", M_S, M_T)
     s_logits, y = [[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]], [0, 2]
-    terms = method.losses(taps(S, s_logits), taps(T), torch.tensor(y), epoch=50)
+    terms = method.losses(taps(S, s_logits), taps(T), torch.tensor(y), progress=at_epoch(50))
     assert set(terms) == {"ce", "kda"}
     expected = 0.04 * hand_kda(S, T, M_S, M_T)
     # Both Huber branches are exercised: the differences include |x| < 1 and |x| > 1.
@@ -90,12 +91,12 @@ def test_combo_sums_the_two_layers():
     method = make(feature="combo")
     set_centres(method, "pooled", M_S, M_T)
     set_centres(method, "logits", m_zs, m_zt)
-    terms = method.losses(taps(S, zs), taps(T, zt), torch.tensor([0, 1]), epoch=50)
+    terms = method.losses(taps(S, zs), taps(T, zt), torch.tensor([0, 1]), progress=at_epoch(50))
     expected = 0.04 * (hand_kda(S, T, M_S, M_T) + hand_kda(zs, zt, m_zs, m_zt))
     assert terms["kda"].item() == pytest.approx(expected, rel=1e-5)
     logits_only = make(feature="logits")
     set_centres(logits_only, "logits", m_zs, m_zt)
-    terms = logits_only.losses(taps(S, zs), taps(T, zt), torch.tensor([0, 1]), epoch=50)
+    terms = logits_only.losses(taps(S, zs), taps(T, zt), torch.tensor([0, 1]), progress=at_epoch(50))
     assert terms["kda"].item() == pytest.approx(0.04 * hand_kda(zs, zt, m_zs, m_zt), rel=1e-5)
 
 
@@ -110,8 +111,8 @@ def test_centres_lag_one_epoch():
     # Epoch 0: two batches; class 2 never appears.
     b1 = ([[1.0, 2.0], [3.0, 0.0], [5.0, 4.0]], [[1.0, 0.0, 2.0], [0.0, 1.0, 1.0], [3.0, 0.0, 0.0]])
     b2 = ([[0.0, 6.0]], [[2.0, 3.0, 1.0]])
-    method.losses(taps(b1[0]), taps(b1[1]), y, epoch=0)
-    method.losses(taps(b2[0]), taps(b2[1]), torch.tensor([0]), epoch=0)
+    method.losses(taps(b1[0]), taps(b1[1]), y, progress=at_epoch(0))
+    method.losses(taps(b2[0]), taps(b2[1]), torch.tensor([0]), progress=at_epoch(0))
     assert torch.all(method.centres_s_pooled == 0) and torch.all(method.centres_t_pooled == 0)
     method.on_epoch_end(0)
     # Class 0: rows (1,2), (5,4), (0,6) -> mean (2, 4); class 1: (3, 0). Teacher likewise.
@@ -122,11 +123,11 @@ def test_centres_lag_one_epoch():
     assert torch.all(method.counts == 0) and torch.all(method.sums_s_pooled == 0)
 
     # Epoch 1 uses epoch 0's centres throughout; evaluation-mode calls do not accumulate.
-    before = method.losses(taps([[1.0, 1.0]]), taps([[1.0, 1.0, 1.0]]), torch.tensor([2]), epoch=1)
+    before = method.losses(taps([[1.0, 1.0]]), taps([[1.0, 1.0, 1.0]]), torch.tensor([2]), progress=at_epoch(1))
     method.eval()
-    method.losses(taps([[9.0, 9.0]]), taps([[9.0, 9.0, 9.0]]), torch.tensor([1]), epoch=1)
+    method.losses(taps([[9.0, 9.0]]), taps([[9.0, 9.0, 9.0]]), torch.tensor([1]), progress=at_epoch(1))
     method.train()
-    again = method.losses(taps([[1.0, 1.0]]), taps([[1.0, 1.0, 1.0]]), torch.tensor([2]), epoch=1)
+    again = method.losses(taps([[1.0, 1.0]]), taps([[1.0, 1.0, 1.0]]), torch.tensor([2]), progress=at_epoch(1))
     assert torch.equal(before["kda"], again["kda"])
     method.on_epoch_end(1)
     # Only class 2 was seen in training mode during epoch 1; classes 0 and 1 keep their centres.
@@ -139,11 +140,11 @@ def test_centres_carry_no_gradient_and_student_features_are_detached():
     method = make()
     s = torch.tensor([[1.0, 2.0]], requires_grad=True)
     method.losses(Taps([], None, s, torch.zeros(1, L, requires_grad=True)), taps([[1.0, 0.0, 0.0]]),
-                  torch.tensor([0]), epoch=0)
+                  torch.tensor([0]), progress=at_epoch(0))
     method.on_epoch_end(0)
     assert not any(b.requires_grad for b in method.buffers())
     terms = method.losses(Taps([], None, s, torch.zeros(1, L, requires_grad=True)),
-                          taps([[1.0, 0.0, 0.0]]), torch.tensor([0]), epoch=10)
+                          taps([[1.0, 0.0, 0.0]]), torch.tensor([0]), progress=at_epoch(10))
     terms["kda"].backward()
     assert s.grad is not None and torch.isfinite(s.grad).all()
 
@@ -155,7 +156,7 @@ def test_warmup_is_a_fraction_of_the_budget_and_at_least_one_epoch(epochs, warmu
     set_centres(method, "pooled", M_S, M_T)
     y = torch.tensor([0, 1])
     for epoch in range(epochs):
-        kda = method.losses(taps(S), taps(T), y, epoch)["kda"].item()
+        kda = method.losses(taps(S), taps(T), y, at_epoch(epoch))["kda"].item()
         if epoch < warmup:
             assert kda == 0.0
         else:
@@ -170,11 +171,11 @@ def test_finite_at_epoch_zero_with_zero_centres():
     method = make()
     s = torch.tensor(S, requires_grad=True)
     terms = method.losses(Taps([], None, s, torch.zeros(2, L, requires_grad=True)), taps(T),
-                          torch.tensor([0, 1]), epoch=0)
+                          torch.tensor([0, 1]), progress=at_epoch(0))
     assert all(math.isfinite(v.item()) for v in terms.values()) and terms["kda"].item() == 0.0
     # Past the warm-up with centres never formed (P_T = 0, ‖P_T‖_F = 0): still finite, gradient too.
     terms = method.losses(Taps([], None, s, torch.zeros(2, L, requires_grad=True)), taps(T),
-                          torch.tensor([0, 1]), epoch=5)
+                          torch.tensor([0, 1]), progress=at_epoch(5))
     method.zero_grad()
     sum(terms.values()).backward()
     assert terms["kda"].item() == 0.0 and torch.isfinite(s.grad).all()
@@ -182,7 +183,7 @@ def test_finite_at_epoch_zero_with_zero_centres():
 
 def test_state_round_trip_mid_epoch_gives_the_same_centres():
     a = make()
-    a.losses(taps(S), taps(T), torch.tensor([0, 2]), epoch=0)
+    a.losses(taps(S), taps(T), torch.tensor([0, 2]), progress=at_epoch(0))
     state = a.state_dict()
     assert {"centres_s_pooled", "centres_t_pooled", "sums_s_pooled", "sums_t_pooled", "counts"} <= set(state)
     b = make()
@@ -191,3 +192,11 @@ def test_state_round_trip_mid_epoch_gives_the_same_centres():
     b.on_epoch_end(0)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_kernel_cost_benchmark_runs_the_plugin_through_its_api(capsys):
+    from kdbench.kernel_cost import main
+
+    assert main(["--batches", "8", "16", "32", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "nyström L=10 ms" in out and out.count("time ∝ B^k") == 2

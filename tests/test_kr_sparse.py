@@ -9,14 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.errors import ConfigError
-from benchmarks.method import MethodContext, forward_taps_for
-from benchmarks.models import build_model
-from benchmarks.registry import get_method, resolve_hyperparameters
-from benchmarks.teacher import freeze
-from methods.kr_sparse import (
+from kdbench.errors import ConfigError
+from kdbench.method import MethodContext, forward_taps_for
+from kdbench.models import build_model
+from kdbench.registry import get_method, resolve_hyperparameters
+from kdbench.teacher import freeze
+from kdbench.methods.kr_sparse import (
     kr_loss, penalize_gradient, relative_index, site_pairs, sparse_recode, support_size,
 )
+from tests.contract import FMNIST_TASK, at_epoch
 
 
 def maps(seed=0, b=3, c=12, h=4, w=5):
@@ -131,7 +132,7 @@ def build(**overrides):
                         teacher_shapes=teacher.tap_shapes(shape), num_classes=10, epochs=2,
                         steps_per_epoch=1)
     cls = get_method("kr_sparse")
-    return cls, student, teacher, cls(resolve_hyperparameters("kr_sparse", overrides), ctx)
+    return cls, student, teacher, cls(resolve_hyperparameters("kr_sparse", overrides, FMNIST_TASK), ctx)
 
 
 def test_stage_level_sites_read_the_teachers_preactivation():
@@ -142,7 +143,7 @@ def test_stage_level_sites_read_the_teachers_preactivation():
     with torch.no_grad():
         t = forward_taps_for(teacher, x, cls.teacher_taps)
     s = forward_taps_for(student, x, cls.student_taps)
-    terms = method.losses(s, t, y, epoch=0)
+    terms = method.losses(s, t, y, progress=at_epoch(0))
     assert set(terms) == {"ce", "kr"}
     # recomputed by hand from the pre-activation maps: same value
     expected = sum(
@@ -154,13 +155,13 @@ def test_stage_level_sites_read_the_teachers_preactivation():
     *_, out_method = build(teacher_map="output")
     out_method.load_state_dict(method.state_dict())
     assert all(((t.preact_stages[g] > 0).sum(dim=1) >= k).all() for g, k in enumerate((8, 16, 32)))
-    torch.testing.assert_close(out_method.losses(s, t, y, epoch=0)["kr"], terms["kr"])
+    torch.testing.assert_close(out_method.losses(s, t, y, progress=at_epoch(0))["kr"], terms["kr"])
     # ...and differ once the support reaches negative channels (ρ = 1)
     values = {}
     for teacher_map in ("preact", "output"):
         *_, m = build(teacher_map=teacher_map, rho=1.0)
         m.load_state_dict(method.state_dict())
-        values[teacher_map] = m.losses(s, t, y, epoch=0)["kr"]
+        values[teacher_map] = m.losses(s, t, y, progress=at_epoch(0))["kr"]
     expected_out = sum(
         kr_loss(a(s.stages[g]), t.stages[g], 1.0, 1.0, 0.1) for g, a in enumerate(method.adapters)
     )
@@ -174,7 +175,7 @@ def test_block_level_and_kd_term():
     x, y = torch.randn(4, 1, 28, 28), torch.arange(4)
     with torch.no_grad():
         t = forward_taps_for(teacher, x, cls.teacher_taps)
-    terms = method.losses(forward_taps_for(student, x, cls.student_taps), t, y, epoch=0)
+    terms = method.losses(forward_taps_for(student, x, cls.student_taps), t, y, progress=at_epoch(0))
     assert set(terms) == {"ce", "kr", "kd"}
     assert method.record_extras()["sites"][0] == {"student": "stage0.block0", "teacher": "stage0.block0",
                                                   "channels": 32, "support": 8}
@@ -186,4 +187,4 @@ def test_block_level_and_kd_term():
 ])
 def test_bad_hyperparameters_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        resolve_hyperparameters("kr_sparse", overrides)
+        resolve_hyperparameters("kr_sparse", overrides, FMNIST_TASK)

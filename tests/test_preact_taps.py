@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.models import build_model
+from kdbench.models import build_model
 
 
 def taps(model_name: str, shape, preact=True, grad=False):

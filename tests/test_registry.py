@@ -7,9 +7,10 @@ import importlib.metadata
 import pytest
 import torch.nn.functional as F
 
-from benchmarks import registry
-from benchmarks.errors import ConfigError
-from benchmarks.method import Method
+from kdbench import registry
+from kdbench.errors import ConfigError
+from kdbench.method import Method
+from tests.contract import FMNIST_TASK
 
 
 class ThirdParty(Method):
@@ -17,7 +18,7 @@ class ThirdParty(Method):
     paper = "a plugin shipped by another package"
     defaults = {"w": 1.0}
 
-    def losses(self, s, t, y, epoch):
+    def losses(self, s, t, y, progress):
         return {"ce": self.hp["w"] * F.cross_entropy(s.logits, y)}
 
 
@@ -59,6 +60,51 @@ def test_bad_declarations_are_refused():
 
 
 def test_hyperparameter_types_are_checked():
-    assert registry.resolve_hyperparameters("vanilla_kd", {"T": 2})["T"] == 2.0
+    assert registry.resolve_hyperparameters("vanilla_kd", {"T": 2}, FMNIST_TASK)["T"] == 2.0
     with pytest.raises(ConfigError, match="must be float"):
-        registry.resolve_hyperparameters("vanilla_kd", {"T": "hot"})
+        registry.resolve_hyperparameters("vanilla_kd", {"T": "hot"}, FMNIST_TASK)
+
+
+def test_domains_are_checked_where_the_plugin_declares_them():
+    from kdbench import POSITIVE, Interval, OneOf
+
+    class BadDefault(Method):
+        name = "bad_default"
+        defaults = {"T": 0.0}
+        domains = {"T": POSITIVE}
+
+    class UnknownKey(Method):
+        name = "unknown_key"
+        defaults = {"T": 1.0}
+        domains = {"tau": POSITIVE}
+
+    class NotADomain(Method):
+        name = "not_a_domain"
+        defaults = {"T": 1.0}
+        domains = {"T": (0, None)}
+
+    with pytest.raises(TypeError, match="default T=0.0 is not > 0"):
+        registry.register(BadDefault)
+    with pytest.raises(TypeError, match="names 'tau', which is not in its defaults"):
+        registry.register(UnknownKey)
+    with pytest.raises(TypeError, match="is not a kdbench.domains.Domain"):
+        registry.register(NotADomain)
+    assert [Interval(0, 1, open_low=True).contains(v) for v in (0, 1e-9, 1, 1.5, float("nan"), True)] == [
+        False, True, True, False, False, False]
+    assert str(Interval(0, 1, open_low=True)) == "in (0, 1]" and str(Interval(2)) == "≥ 2"
+    assert OneOf("a", "b").contains("a") and not OneOf("a", "b").contains("c")
+
+
+def test_a_plugin_can_check_what_depends_on_the_task():
+    from kdbench.method import Task
+
+    assert registry.resolve_hyperparameters("bregman_pca", {"k": 99}, Task(100, (3, 32, 32)))["k"] == 99
+    with pytest.raises(ConfigError, match="at most classes − 1 = 9"):
+        registry.resolve_hyperparameters("bregman_pca", {"k": 10}, FMNIST_TASK)
+
+
+def test_training_progress_counts_from_zero_and_gives_the_budget_fraction():
+    from kdbench.method import TrainingProgress
+
+    assert TrainingProgress(epoch=0, step=0, steps_per_epoch=4, epochs=2).fraction == 0.0
+    assert TrainingProgress(epoch=1, step=2, steps_per_epoch=4, epochs=2).fraction == 0.75

@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.cli import main
-from benchmarks.report import build_report
-from benchmarks.report.facts import suite_facts
-from benchmarks.report.published import published_table
-from benchmarks.report.stats import estimate, paired_differences, win_rate
+from kdbench.cli import main
+from kdbench.report import build_report
+from kdbench.report.facts import suite_facts
+from kdbench.report.published import published_table
+from kdbench.report.stats import estimate, paired_differences, win_rate
 
 FMNIST_TRAIN = {"epochs": 3, "batch_size": 128,
                 "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},

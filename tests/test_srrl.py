@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.method import MethodContext
-from benchmarks.models import build_model
-from benchmarks.models.tapped import Taps, TapShapes
-from benchmarks.registry import get_method, resolve_hyperparameters
+from kdbench.method import MethodContext
+from kdbench.models import build_model
+from kdbench.models.tapped import Taps, TapShapes
+from kdbench.registry import get_method, resolve_hyperparameters
+from tests.contract import FMNIST_TASK, at_epoch
 
 SRRL = get_method("srrl")
 
@@ -29,7 +30,7 @@ def make(prepool_s, prepool_t, classes, head: nn.Linear, **hp) -> SRRL:
         student_shapes=shapes(prepool_s, classes), teacher_shapes=shapes(prepool_t, classes),
         num_classes=classes, epochs=3, steps_per_epoch=1,
     )
-    return SRRL(resolve_hyperparameters("srrl", hp), ctx)
+    return SRRL(resolve_hyperparameters("srrl", hp, FMNIST_TASK), ctx)
 
 
 def taps(prepool=None, pooled=None, logits=None) -> Taps:
@@ -97,7 +98,7 @@ def test_losses_match_hand_computation():
     terms = method.losses(
         taps(prepool=torch.tensor(xs), logits=torch.tensor(s_logits)),
         taps(pooled=torch.tensor(t_pooled), logits=torch.tensor(t_logits)),
-        torch.tensor(y), epoch=0,
+        torch.tensor(y), progress=at_epoch(0),
     )
     assert set(terms) == {"ce", "fm", "sr"}
     assert terms["ce"].item() == pytest.approx(ce, rel=1e-5)
@@ -114,7 +115,7 @@ def test_optional_kd_term():
     z_t = torch.tensor([[T * math.log(3.0), 0.0], [T * math.log(3.0), 0.0]])
     terms = method.losses(
         taps(prepool=torch.randn(2, 2, 2, 2), logits=torch.zeros(2, 2)),
-        taps(pooled=torch.rand(2, 3), logits=z_t), torch.tensor([0, 1]), epoch=0,
+        taps(pooled=torch.rand(2, 3), logits=z_t), torch.tensor([0, 1]), progress=at_epoch(0),
     )
     kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
     assert terms["kd"].item() == pytest.approx(0.5 * T * T * kl, rel=1e-5)
@@ -138,7 +139,7 @@ def test_connector_shapes_on_cifar_pairs(teacher, student):
         student=None, teacher=SimpleNamespace(classifier=head), student_shapes=s_shapes,
         teacher_shapes=t_shapes, num_classes=100, epochs=240, steps_per_epoch=1,
     )
-    method = SRRL(resolve_hyperparameters("srrl", None), ctx)
+    method = SRRL(resolve_hyperparameters("srrl", None, FMNIST_TASK), ctx)
     c_s, h_s, w_s = s_shapes.prepool
     out = method.connector(torch.randn(4, c_s, h_s, w_s))
     assert out.shape == (4, t_shapes.prepool[0], h_s, w_s)
@@ -146,7 +147,7 @@ def test_connector_shapes_on_cifar_pairs(teacher, student):
     terms = method.losses(
         taps(prepool=torch.randn(4, *s_shapes.prepool), logits=torch.randn(4, 100)),
         taps(pooled=torch.rand(4, *t_shapes.pooled), logits=torch.randn(4, 100)),
-        torch.arange(4), epoch=0,
+        torch.arange(4), progress=at_epoch(0),
     )
     assert all(torch.isfinite(v) for v in terms.values())
 
@@ -160,7 +161,7 @@ def test_gradient_passes_through_the_teacher_head_but_never_into_it():
     prepool = torch.randn(8, 4, 3, 3, requires_grad=True)
     terms = method.losses(
         taps(prepool=prepool, logits=torch.randn(8, 5, requires_grad=True)),
-        taps(pooled=torch.rand(8, 6), logits=torch.randn(8, 5)), torch.arange(8) % 5, epoch=0,
+        taps(pooled=torch.rand(8, 6), logits=torch.randn(8, 5)), torch.arange(8) % 5, progress=at_epoch(0),
     )
     terms["sr"].backward()
     assert head.weight.grad is None and head.bias.grad is None

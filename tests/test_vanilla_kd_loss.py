@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from benchmarks.models.tapped import Taps
-from benchmarks.registry import get_method
-from methods.vanilla_kd import kd_loss
+from kdbench.models.tapped import Taps
+from kdbench.registry import get_method
+from kdbench.methods.vanilla_kd import kd_loss
+from tests.contract import at_epoch
 
 
 def test_kd_term_matches_hand_derivation():
@@ -38,7 +39,7 @@ def test_vanilla_kd_total_with_crd_defaults():
         return Taps(stages=[], prepool=None, pooled=None, logits=logits)
 
     method = cls(dict(cls.defaults), ctx=None)  # the loss reads only hyperparameters and logits
-    terms = method.losses(taps(z_s), taps(z_t), y, epoch=0)
+    terms = method.losses(taps(z_s), taps(z_t), y, progress=at_epoch(0))
     assert set(terms) == {"ce", "kd"}
     for k, v in expected.items():
         assert terms[k].item() == pytest.approx(v, rel=1e-6)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from benchmarks.errors import ConfigError
-from benchmarks.models.tapped import TappedModel, Taps, TapShapes
+from kdbench.errors import ConfigError
+from kdbench.models.tapped import TappedModel, Taps, TapShapes
 
 ModelBuilder = Callable[..., TappedModel]
 _BUILDERS: dict[str, ModelBuilder] = {}
@@ -37,7 +37,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> TappedMode
 
 def _load_zoo() -> None:
     # Imported for their @register_model side effects; kept lazy to avoid import cycles.
-    from benchmarks.models import cifar, small  # noqa: F401
+    from kdbench.models import cifar, small  # noqa: F401
 
 
 __all__ = ["TappedModel", "Taps", "TapShapes", "build_model", "model_names", "register_model"]

@@ -1,7 +1,7 @@
 """CIFAR networks of the CRD benchmark (RepDistiller ``models/resnet.py``, ``wrn.py``, ``vgg.py``).
 
 Architectures, parameter counts and initialisations match the CRD reference so that results are
-comparable with the published tables; only the layout is ours (see :mod:`benchmarks.models.tapped`),
+comparable with the published tables; only the layout is ours (see :mod:`kdbench.models.tapped`),
 which fixes which tensors are exposed as taps:
 
 * ResNet (post-activation): stem = conv+BN+ReLU; stages = the reference's ``layer1..3``; each block
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from benchmarks.models import register_model
-from benchmarks.models.tapped import TappedModel
+from kdbench.models import register_model
+from kdbench.models.tapped import TappedModel
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from benchmarks.models import register_model
-from benchmarks.models.tapped import TappedModel
+from kdbench.models import register_model
+from kdbench.models.tapped import TappedModel
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.report.facts import suite_facts
-from benchmarks.report.figures import draw_figures
-from benchmarks.report.leaderboard import leaderboard_markdown
-from benchmarks.report.load import load_runs
-from benchmarks.report.published import published_for
-from benchmarks.report.tables import runs_table, summary_table
+from kdbench.report.facts import suite_facts
+from kdbench.report.figures import draw_figures
+from kdbench.report.leaderboard import leaderboard_markdown
+from kdbench.report.load import load_runs
+from kdbench.report.published import published_for
+from kdbench.report.tables import runs_table, summary_table
 
 
 def build_report(suite: str, results_dir: str | Path = "results", report_dir: str | Path = "report") -> Path:

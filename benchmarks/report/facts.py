@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from benchmarks.report.load import lookup
+from kdbench.report.load import lookup
 
 ENVIRONMENT_KEYS = ("device", "device_name", "torch", "threads", "deterministic")
 

@@ -21,10 +21,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from benchmarks.report.facts import SuiteFacts
-from benchmarks.report.load import lookup
-from benchmarks.report.stats import paired_differences
-from benchmarks.report.tables import display_name, final_by_seed, group_by_label
+from kdbench.report.facts import SuiteFacts
+from kdbench.report.load import lookup
+from kdbench.report.stats import paired_differences
+from kdbench.report.tables import display_name, final_by_seed, group_by_label
 
 DPI = 130
 KD = "vanilla_kd"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.report.facts import SuiteFacts, describe_budget
-from benchmarks.report.figures import ReportFigure
-from benchmarks.report.load import LoadedRuns
-from benchmarks.report.tables import BASELINES, display_name
+from kdbench.report.facts import SuiteFacts, describe_budget
+from kdbench.report.figures import ReportFigure
+from kdbench.report.load import LoadedRuns
+from kdbench.report.tables import BASELINES, display_name
 
 NOTE_WIDTH = 90
 EPOCH_KIND = {"last": "last epoch", "best": "best epoch", "unknown": "epoch not stated"}

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.errors import ReportError
-from benchmarks.records import runs_dir
+from kdbench.errors import ReportError
+from kdbench.records import runs_dir
 
 STATUSES = ("ok", "diverged", "failed")
 

@@ -11,8 +11,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from benchmarks.report.load import lookup
-from benchmarks.report.stats import estimate, paired_differences, win_rate
+from kdbench.report.load import lookup
+from kdbench.report.stats import estimate, paired_differences, win_rate
 
 #: The two reference points every method is compared against, by label, paired by seed.
 BASELINES = ("student_ce", "vanilla_kd")
