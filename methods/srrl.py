@@ -46,7 +46,9 @@ class SRRL(Method):
         "Regression Representation Learning"
     )
     defaults = {"fm_weight": 1.0, "sr_weight": 1.0, "kd_weight": 0.0, "T": 4.0}
-    domains = {"fm_weight": NON_NEGATIVE, "sr_weight": NON_NEGATIVE, "kd_weight": NON_NEGATIVE, "T": POSITIVE}
+    domains = {
+        "fm_weight": NON_NEGATIVE, "sr_weight": NON_NEGATIVE, "kd_weight": NON_NEGATIVE, "T": POSITIVE,
+    }
     student_taps = frozenset({"prepool", "logits"})
     teacher_taps = frozenset({"pooled", "logits"})
 
