@@ -8,6 +8,7 @@
 # and uses an interpreter that already has torch (a GPU machine with a preinstalled stack); nothing
 # is installed into it: .kdbench-src/kdbench links to benchmarks/ and methods/ stand in for the package.
 set -euo pipefail
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # waiting OpenMP threads sleep: a loaded machine stays fast
 cd "$(dirname "$0")"
 
 TORCH_PIN="torch==2.14.1 torchvision==0.29.1"

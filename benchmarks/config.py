@@ -22,7 +22,8 @@ from kdbench.errors import ConfigError
 SUITES_DIR = Path(__file__).parent / "suites"
 
 #: Bump when a change to the harness changes what a run computes; it is part of every config hash.
-PROTOCOL_VERSION = 1
+#: 2: channels-last models, evaluation in batches of 256.
+PROTOCOL_VERSION = 2
 
 OPTIMIZERS = {"sgd": {"lr", "momentum", "weight_decay", "nesterov"}, "adamw": {"lr", "weight_decay"}}
 SCHEDULES = {"cosine": set(), "multistep": {"milestones", "gamma"}, "constant": set()}

@@ -15,16 +15,28 @@ import torch
 
 from kdbench.data import Split, test_batches
 from kdbench.models.tapped import TappedModel
+from kdbench.trainer import EVAL_BATCH
 
 
 @torch.no_grad()
-def pooled_features(model: TappedModel, split: Split, batch_size: int = 1000) -> torch.Tensor:
-    """The pooled tap (GAP of the pre-pool map) for every image of ``split``, in eval mode."""
+def test_pass(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> tuple[float, torch.Tensor]:
+    """Top-1 accuracy (%) and the pooled tap (GAP of the pre-pool map) of every image of ``split``,
+    from one pass in eval mode: a teacher's check at load and its kernel-gap features cost one pass."""
     was_training = model.training
     model.eval()
-    feats = torch.cat([model.forward_taps(x).pooled for x, _ in test_batches(split, batch_size)])
+    correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
+    feats = []
+    for x, y in test_batches(split, batch_size):
+        taps = model.forward_taps(x)
+        correct += (taps.logits.argmax(dim=1) == y).sum()
+        feats.append(taps.pooled)
     model.train(was_training)
-    return feats
+    return 100.0 * int(correct) / len(split), torch.cat(feats)
+
+
+def pooled_features(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """The pooled tap for every image of ``split``, in eval mode."""
+    return test_pass(model, split, batch_size)[1]
 
 
 def kernel_gap(student_features: torch.Tensor, teacher_features: torch.Tensor) -> float:

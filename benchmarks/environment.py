@@ -47,6 +47,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global generator state a cell's random draws come from (CPU, and the GPU's when on one)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def environment(device: torch.device, deterministic: bool) -> dict:
     from kdbench import __version__
 

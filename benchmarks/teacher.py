@@ -20,13 +20,14 @@ import torch
 
 from kdbench.config import PROTOCOL_VERSION, SuiteConfig, stable_hash
 from kdbench.data import Dataset
+from kdbench.diagnostics import test_pass
 from kdbench.environment import environment, seed_everything
 from kdbench.errors import TeacherError
 from kdbench.method import MethodContext
-from kdbench.models import build_model
+from kdbench.models import build_model, to_device
 from kdbench.models.tapped import TappedModel
 from kdbench.records import write_json_atomic
-from kdbench.trainer import LabelsOnly, epoch_losses, evaluate, make_cell, train_epoch
+from kdbench.trainer import LabelsOnly, epoch_losses, make_cell, train_epoch
 
 #: Accuracy re-measured at load may differ from the recorded one by this much (percentage points)
 #: when the checkpoint moves between devices (CPU vs GPU kernels round differently); more is an error.
@@ -79,8 +80,10 @@ def freeze(model: TappedModel) -> TappedModel:
 def get_teacher(
     suite: SuiteConfig, data: Dataset, device: torch.device, results_dir: Path, deterministic: bool,
     log: Callable[[str], None] = print,
-) -> tuple[TappedModel, TeacherInfo]:
-    """The suite's teacher, frozen on ``device``: loaded from cache and re-checked, or trained now."""
+) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
+    """The suite's teacher, frozen on ``device``: loaded from cache and re-checked, or trained now;
+    with its pooled features on ``data.test`` (for the kernel-gap diagnostic), from the same pass
+    that measured its accuracy."""
     h = teacher_config_hash(suite, data)
     folder = teacher_dir(results_dir, suite, h)
     if (folder / "teacher.json").is_file():
@@ -89,10 +92,10 @@ def get_teacher(
 
 
 def _build(suite: SuiteConfig, data: Dataset, device: torch.device) -> TappedModel:
-    return build_model(suite.teacher.model, data.spec.num_classes, data.spec.in_channels).to(device)
+    return to_device(build_model(suite.teacher.model, data.spec.num_classes, data.spec.in_channels), device)
 
 
-def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, TeacherInfo]:
+def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
     meta = json.loads((folder / "teacher.json").read_text())
     ckpt = folder / "teacher.pt"
     if not ckpt.is_file():
@@ -105,17 +108,19 @@ def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, Teach
         )
     model = _build(suite, data, device)
     model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
-    acc = evaluate(model, data.test)
+    acc, features = test_pass(model, data.test)
     if abs(acc - meta["test_acc"]) > ACC_TOLERANCE:
         raise TeacherError(
             f"teacher {ckpt} measures {acc:.2f}% on the test set, recorded {meta['test_acc']:.2f}%; "
             f"delete {folder} to retrain it"
         )
     _check_min_acc(suite, acc, folder)
-    return freeze(model), TeacherInfo(suite.teacher.model, h, sha, acc, str(ckpt), len(data.train))
+    return freeze(model), TeacherInfo(suite.teacher.model, h, sha, acc, str(ckpt), len(data.train)), features
 
 
-def _train(suite, data, device, folder: Path, h: str, deterministic: bool, log) -> tuple[TappedModel, TeacherInfo]:
+def _train(
+    suite, data, device, folder: Path, h: str, deterministic: bool, log,
+) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
     cfg = suite.teacher
     log(f"training teacher {cfg.model} on {suite.dataset} ({cfg.train.epochs} epochs, seed {cfg.seed})")
     seed_everything(cfg.seed)
@@ -127,9 +132,11 @@ def _train(suite, data, device, folder: Path, h: str, deterministic: bool, log) 
     t0 = time.perf_counter()
     for epoch in range(cfg.train.epochs):
         train_epoch([cell], None, data, cfg.train, cfg.seed, epoch)
+        if cell.status == "failed":
+            raise TeacherError(f"teacher training failed at epoch {epoch + 1}: {cell.error}")
         if cell.status != "ok":
             raise TeacherError(f"teacher training diverged at epoch {epoch + 1}; lower teacher.train lr")
-        acc = evaluate(model, data.test)
+        acc, features = test_pass(model, data.test)
         history.append({"epoch": epoch + 1, "loss": epoch_losses(cell)["total"], "test_acc": acc})
         log(f"  teacher epoch {epoch + 1}/{cfg.train.epochs}: test {acc:.2f}%")
     train_s = time.perf_counter() - t0
@@ -147,7 +154,7 @@ def _train(suite, data, device, folder: Path, h: str, deterministic: bool, log) 
     })
     log(f"teacher {cfg.model}: {acc:.2f}% in {train_s:.0f} s, sha256 {sha[:12]}…, saved to {folder}")
     _check_min_acc(suite, acc, folder)  # after saving: a weak teacher is kept, not retrained each time
-    return freeze(model), TeacherInfo(cfg.model, h, sha, acc, str(ckpt), len(data.train))
+    return freeze(model), TeacherInfo(cfg.model, h, sha, acc, str(ckpt), len(data.train)), features
 
 
 def _check_min_acc(suite: SuiteConfig, acc: float, folder: Path) -> None:

@@ -1,13 +1,16 @@
-"""The training step and epoch loop, shaped so one teacher pass can feed several students.
+"""The training step and epoch loop: one data stream and one teacher pass feed every cell given.
 
 A :class:`Cell` is one student being trained by one method. :func:`train_epoch` draws each batch
-once, runs the teacher once (if any cell needs it), then updates every live cell on that batch. The
-runner passes one cell today; running all methods of a seed in lockstep is passing several.
+once, runs the teacher once with the union of the taps the live cells read (if any needs it), then
+updates every live cell on that batch. Each cell steps under its own random state and its own
+timer, and an exception in one cell ends that cell alone, so a cell's result and cost do not depend
+on which cells share its stream.
 """
 
 from __future__ import annotations
 
 import math
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,21 +20,33 @@ from torch import nn
 
 from kdbench.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from kdbench.data import Dataset, Split, test_batches, train_batches
+from kdbench.environment import rng_state, set_rng_state
 from kdbench.method import Method, TrainingProgress, forward_taps_for
 from kdbench.models.tapped import TappedModel
+from kdbench.timing import Timer
 
 
 @dataclass
 class Cell:
-    """One (student, method) pair under training, with its optimizer and running epoch sums."""
+    """One (student, method) pair under training: its optimizer, running epoch sums, the random
+    state its steps draw from, and the time they took."""
 
     student: TappedModel
     method: Method
     optimizer: torch.optim.Optimizer
-    status: str = "ok"  # becomes "diverged" at the first non-finite loss
+    rng: dict[str, torch.Tensor]
+    own: Timer
+    status: str = "ok"  # "diverged" at the first non-finite loss, "failed" at an exception
     diverged_at: dict | None = None
+    error: str | None = None
+    traceback: str | None = None
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0
+
+    def fail(self, exc: BaseException) -> None:
+        self.status = "failed"
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.traceback = traceback.format_exc(limit=8)
 
 
 class LabelsOnly(Method):
@@ -65,9 +80,25 @@ def lr_at(opt: OptimizerConfig, sched: ScheduleConfig, epochs: int, epoch: int, 
 
 def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig) -> Cell:
     """The student and the method's extra modules share one optimizer; the teacher is never in it,
-    nor is anything a method froze (an imported layer)."""
+    nor is anything a method froze (an imported layer). The cell's random state starts as the
+    global one is now."""
     params = [p for p in [*student.parameters(), *method.parameters()] if p.requires_grad]
-    return Cell(student=student, method=method, optimizer=build_optimizer(params, cfg))
+    device = next(student.parameters()).device
+    return Cell(student=student, method=method, optimizer=build_optimizer(params, cfg),
+                rng=rng_state(device), own=Timer(device))
+
+
+def run_as(c: Cell, fn: Callable[[], None]) -> None:
+    """``fn()`` under the cell's random state and timer; an exception fails the cell, not the caller."""
+    device = c.own.device
+    set_rng_state(c.rng, device)
+    try:
+        with c.own.region():
+            fn()
+    except Exception as exc:  # one cell's bug must not stop the cells that share its stream
+        c.fail(exc)
+    finally:
+        c.rng = rng_state(device)
 
 
 def train_epoch(
@@ -78,11 +109,13 @@ def train_epoch(
     seed: int,
     epoch: int,
     on_step: Callable[[int], None] | None = None,
-) -> None:
-    """One epoch over the training set for every live cell, on the (seed, epoch) data stream."""
+) -> float:
+    """One epoch over the training set for every live cell, on the (seed, epoch) data stream.
+    Returns the seconds the shared teacher pass took (0 when no live cell reads the teacher)."""
     live = [c for c in cells if c.status == "ok"]
     needs_teacher = teacher is not None and any(c.method.needs_teacher() for c in live)
     teacher_taps = frozenset().union(*(c.method.teacher_taps for c in live))
+    teacher_time = Timer(data.train.images.device)
     steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
     for c in live:
         c.student.train()
@@ -92,18 +125,18 @@ def train_epoch(
         lr = lr_at(train.optimizer, train.schedule, train.epochs, epoch, step / steps_per_epoch)
         progress = TrainingProgress(epoch, step, steps_per_epoch, train.epochs)
         t_taps = None
-        if needs_teacher:
-            with torch.no_grad():
+        if needs_teacher and any(c.status == "ok" and c.method.needs_teacher() for c in live):
+            with torch.no_grad(), teacher_time.region():
                 t_taps = forward_taps_for(teacher, x, teacher_taps)
         for c in live:
-            if c.status != "ok":
-                continue
-            _step(c, x, y, t_taps, progress, lr)
+            if c.status == "ok":
+                run_as(c, lambda: _step(c, x, y, t_taps, progress, lr))
         if on_step is not None:
             on_step(step)
     for c in live:
         if c.status == "ok":
-            c.method.on_epoch_end(epoch)
+            run_as(c, lambda: c.method.on_epoch_end(epoch))
+    return teacher_time.seconds()
 
 
 def _step(c: Cell, x, y, t_taps, progress: TrainingProgress, lr: float) -> None:
@@ -135,8 +168,12 @@ def epoch_losses(c: Cell) -> dict[str, float]:
     return means
 
 
+#: Test-time batch: on a CPU, 256 runs the small students about 1.8× faster than 1000, same accuracy.
+EVAL_BATCH = 256
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
+def evaluate(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH) -> float:
     """Top-1 accuracy in percent on ``split`` (eval mode, no augmentation)."""
     was_training = model.training
     model.eval()

@@ -42,8 +42,11 @@ def support_size(rho: float, channels: int) -> int:
 def sparse_recode(p: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the ``keep`` largest entries of ``p`` along dim 1, renormalise them to sum to one.
     Returns (P̃, M) with M the 0/1 support mask, both shaped like ``p``."""
-    idx = p.topk(keep, dim=1, sorted=False).indices  # the set matters, not its order
-    mask = torch.zeros_like(p).scatter_(1, idx, 1.0)
+    # The top-k along the channels, taken on a view where they are the contiguous last dimension:
+    # along dim 1 of an NCHW map it is several times slower. The set matters, not its order.
+    p_last = p.movedim(1, -1)
+    idx = p_last.contiguous().topk(keep, dim=-1, sorted=False).indices
+    mask = torch.zeros_like(p_last).scatter_(-1, idx, 1.0).movedim(-1, 1)
     kept = p * mask
     return kept / kept.sum(dim=1, keepdim=True), mask
 

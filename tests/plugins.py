@@ -34,6 +34,33 @@ class GoesNaN(Method):
         return {"ce": ce * (torch.nan if progress.epoch >= 1 else 1.0)}
 
 
+class FailsInPrepare(Method):
+    """Raises while computing its offline targets: only this cell fails."""
+
+    name = "fails_in_prepare"
+    paper = "test plugin"
+    teacher_taps = frozenset({"logits"})
+
+    def prepare(self, data):
+        raise ValueError("no targets today")
+
+    def losses(self, s, t, y, progress):
+        return {"ce": F.cross_entropy(s.logits, y)}
+
+
+class FailsAtEpochEnd(Method):
+    """Raises in its first epoch-end hook: only this cell fails."""
+
+    name = "fails_at_epoch_end"
+    paper = "test plugin"
+
+    def losses(self, s, t, y, progress):
+        return {"ce": F.cross_entropy(s.logits, y)}
+
+    def on_epoch_end(self, epoch):
+        raise RuntimeError("hook broke")
+
+
 @contextlib.contextmanager
 def registered(*classes):
     for cls in classes:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -11,9 +15,10 @@ from kdbench.cli import main
 from kdbench.config import load_suite
 from kdbench.errors import TeacherError
 from kdbench.records import record_path
+from kdbench import cell as cell_module
 from kdbench import runner
 from kdbench.registry import method_names
-from tests.plugins import Explodes, GoesNaN, registered
+from tests.plugins import Explodes, FailsAtEpochEnd, FailsInPrepare, GoesNaN, registered
 
 REQUIRED = {
     "suite", "method", "hyperparameters", "seed", "status", "config_hash", "teacher_sha256",
@@ -58,13 +63,13 @@ def test_student_init_is_paired_across_methods(needs_fashion_mnist, write_suite,
     # must be identical whatever the method (vanilla_kd builds no extra module; the check is on the
     # student), and differ between seeds.
     captured = {}
-    real_make_cell = runner.make_cell
+    real_make_cell = cell_module.make_cell
 
     def spy(student, method, cfg):
         captured[(method.name, len(captured))] = {k: v.clone() for k, v in student.state_dict().items()}
         return real_make_cell(student, method, cfg)
 
-    monkeypatch.setattr(runner, "make_cell", spy)
+    monkeypatch.setattr(cell_module, "make_cell", spy)
     path = write_suite(seeds=[0, 1], train={"epochs": 1, "batch_size": 128})
     assert run(path, tmp_path, "--methods", "student_ce", "vanilla_kd") == 0
     states = list(captured.values())  # plan order: seed 0 (ce, kd), seed 1 (ce, kd)
@@ -98,17 +103,70 @@ def test_same_cell_twice_is_bitwise_identical(needs_fashion_mnist, write_suite, 
     assert [e["loss"] for e in a["epochs"]] == [e["loss"] for e in b["epochs"]]
 
 
-def test_failed_and_diverged_runs_are_recorded_and_suite_goes_on(needs_fashion_mnist, write_suite, tmp_path):
-    path = write_suite(seeds=[0], methods=["explodes", "goes_nan", "student_ce"])
-    with registered(Explodes, GoesNaN):
-        assert run(path, tmp_path) == 0
-    rec = {m: json.loads(record_path(tmp_path, "tiny", m, 0).read_text())
-           for m in ("explodes", "goes_nan", "student_ce")}
+def test_failing_cells_end_alone_and_their_group_goes_on(needs_fashion_mnist, write_suite, tmp_path):
+    bad = ["explodes", "goes_nan", "fails_in_prepare", "fails_at_epoch_end"]
+    path = write_suite(seeds=[0], methods=[*bad, "student_ce", "vanilla_kd"])
+    with registered(Explodes, GoesNaN, FailsInPrepare, FailsAtEpochEnd):
+        assert run(path, tmp_path / "group") == 0
+    assert run(path, tmp_path / "alone", "--methods", "vanilla_kd") == 0
+    rec = {m: json.loads(record_path(tmp_path / "group", "tiny", m, 0).read_text())
+           for m in [*bad, "student_ce", "vanilla_kd"]}
+    assert all(r["group"] == {**r["group"], "lockstep": True, "size": 6} for r in rec.values())
     assert rec["explodes"]["status"] == "failed" and "boom in epoch 2" in rec["explodes"]["error"]
     assert len(rec["explodes"]["epochs"]) == 1 and rec["explodes"]["final_acc"] is None
     assert rec["goes_nan"]["status"] == "diverged" and rec["goes_nan"]["final_acc"] is None
     assert rec["goes_nan"]["best_acc"] == rec["goes_nan"]["epochs"][0]["test_acc"]
-    assert rec["student_ce"]["status"] == "ok"
+    assert rec["fails_in_prepare"]["status"] == "failed" and "no targets today" in rec["fails_in_prepare"]["error"]
+    assert rec["fails_in_prepare"]["epochs"] == []
+    assert rec["fails_at_epoch_end"]["status"] == "failed" and "hook broke" in rec["fails_at_epoch_end"]["error"]
+    assert rec["student_ce"]["status"] == "ok" and rec["vanilla_kd"]["status"] == "ok"
+    alone = json.loads(record_path(tmp_path / "alone", "tiny", "vanilla_kd", 0).read_text())
+    assert same_results(rec["vanilla_kd"], alone)  # its neighbours' failures changed nothing
+
+
+def same_results(a: dict, b: dict) -> bool:
+    """Everything a cell computes, bitwise; not its timings, cache hits or group."""
+    def results(r):
+        epochs = [{k: e[k] for k in ("epoch", "lr_end", "loss", "test_acc")} for e in r["epochs"]]
+        return (r["config_hash"], r["status"], r["final_acc"], r["best_acc"], epochs, r["diagnostics"],
+                r.get("params"), r.get("inference_flops"), r.get("extras"))
+    return results(a) == results(b)
+
+
+def test_lockstep_and_one_at_a_time_give_bitwise_identical_records(smoke_records, tmp_path):
+    assert run("smoke", tmp_path, "--no-lockstep") == 0
+    grouped = sorted((smoke_records / "smoke" / "runs").glob("*.json"))
+    assert len(grouped) == len(method_names()) * 2
+    for f in grouped:
+        a, b = json.loads(f.read_text()), json.loads((tmp_path / "smoke" / "runs" / f.name).read_text())
+        assert a["group"]["lockstep"] and a["group"]["size"] == len(method_names())
+        assert not b["group"]["lockstep"] and b["group"]["size"] == 1
+        assert same_results(a, b), f.name
+
+
+def test_a_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted_one(
+    needs_fashion_mnist, write_suite, tmp_path
+):
+    methods = ["student_ce", "vanilla_kd", "srrl", "kernel_nystrom"]
+    path = write_suite(seeds=[3], train={"epochs": 3, "batch_size": 128}, methods=methods)
+    cmd = [sys.executable, "-m", "kdbench", "run", str(path), "--no-progress", "--results-dir"]
+    subprocess.run([*cmd, str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*cmd, str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while len(list((cut / "tiny" / "checkpoints").glob("*.pt"))) < len(methods):  # epoch 1 done, all cells
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    time.sleep(0.2)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list((cut / "tiny" / "runs").glob("*.json")), "killed before any cell finished"
+    subprocess.run([*cmd, str(cut)], check=True, capture_output=True, timeout=600)
+    for m in methods:
+        whole = json.loads(record_path(tmp_path / "whole", "tiny", m, 3).read_text())
+        resumed = json.loads(record_path(cut, "tiny", m, 3).read_text())
+        assert resumed["resumed_from_epoch"] in (1, 2) and "resumed_from_epoch" not in whole
+        assert same_results(resumed, whole), m
 
 
 def test_interrupted_run_resumes_to_the_same_result(needs_fashion_mnist, write_suite, tmp_path, monkeypatch):
@@ -156,3 +214,14 @@ def test_tampered_teacher_checkpoint_is_an_error(needs_fashion_mnist, write_suit
     err = capsys.readouterr().err
     assert "sha256" in err and len(err.strip().splitlines()) == 1
     assert not record_path(tmp_path, "tiny", "vanilla_kd", 1).exists()
+
+
+def test_lockstep_speed_benchmark_prints_its_ratios_and_splits(needs_fashion_mnist, write_suite, tmp_path, capsys):
+    from kdbench.lockstep_speed import main as speed
+
+    path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"])
+    assert speed(["--suite", str(path), "--rounds", "1", "--epochs", "1", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "median ratio over 1 round(s):" in out
+    assert "| vanilla_kd |" in out and "| student_ce |" in out
+    assert list((tmp_path / "teachers").glob("*/teacher.pt")), "the teacher is cached for the next rounds"

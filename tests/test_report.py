@@ -26,7 +26,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def make_record(label, seed, final, *, method=None, status="ok", error=None, reconstructed=False,
                 dataset="fashion_mnist", teacher="fmnist_teacher", student="fmnist_student", teacher_acc=90.0,
-                train=FMNIST_TRAIN, inference_params=6866, wall_s=30.0):
+                train=FMNIST_TRAIN, inference_params=6866, cost_s=30.0):
     """A run record with the fields the report reads; ``final`` None: a run that never finished."""
     accs = [] if final is None else [final - 4.0, final + 0.5, final]
     if status == "diverged":
@@ -47,8 +47,8 @@ def make_record(label, seed, final, *, method=None, status="ok", error=None, rec
         "final_acc": final if status == "ok" else None,
         "best_acc": max(accs) if accs else None,
         "params": {"student": 6866, "extra_trainable": 0, "inference": inference_params},
-        "inference_flops": 903808, "wall_s": wall_s, "images_per_s": 2000.0, "peak_memory_mb": 1000.0,
-        "peak_memory_kind": "cpu_process_peak_rss",
+        "inference_flops": 903808, "cost_s": cost_s, "wall_s": 3 * cost_s,  # a lockstep group's wall time
+        "images_per_s": 2000.0, "peak_memory_mb": 1000.0, "peak_memory_kind": "cpu_process_peak_rss",
     }
 
 
@@ -94,9 +94,9 @@ def report(tmp_path_factory):
     a method whose runs all failed, a truncated record and one missing its status."""
     results = tmp_path_factory.mktemp("results")
     records = (
-        [make_record("student_ce", s, a, wall_s=10.0) for s, a in enumerate([80.0, 81.0, 82.0])]
-        + [make_record("vanilla_kd", s, a, wall_s=20.0) for s, a in enumerate([81.0, 83.0, 85.0])]
-        + [make_record("kd_layer", s, a, reconstructed=True, inference_params=9000, wall_s=40.0)
+        [make_record("student_ce", s, a, cost_s=10.0) for s, a in enumerate([80.0, 81.0, 82.0])]
+        + [make_record("vanilla_kd", s, a, cost_s=20.0) for s, a in enumerate([81.0, 83.0, 85.0])]
+        + [make_record("kd_layer", s, a, reconstructed=True, inference_params=9000, cost_s=40.0)
            for s, a in enumerate([81.0, 83.0, 82.0])]
         + [make_record("srrl", 0, 85.0), make_record("srrl", 1, 85.5),
            make_record("srrl", 2, None, status="diverged", error="non-finite loss at epoch 2: {'kd': nan}")]
@@ -129,7 +129,7 @@ def test_summary_statistics_by_hand(report):
     srrl = s.loc["srrl"]  # the diverged seed 2 is out of the mean and out of the pairing
     assert (srrl.seeds_ok, srrl.seeds_total, srrl.final_acc_mean, srrl.delta_vs_student_ce_n) == (2, 3, 85.25, 2)
     assert srrl.delta_vs_student_ce_mean == pytest.approx(4.75)  # (85 - 80 + 85.5 - 81) / 2
-    assert (layer.wall_s_mean, layer.inference_params, layer.extra_trainable_params) == (40.0, 9000, 0)
+    assert (layer.cost_s_mean, layer.inference_params, layer.extra_trainable_params) == (40.0, 9000, 0)
     assert list(s.index) == ["srrl", "vanilla_kd", "kd_layer", "student_ce", "boom"]  # ranked; no ok run last
     assert s.loc["boom", "seeds_ok"] == 0 and pd.isna(s.loc["boom", "rank"])
 
@@ -179,7 +179,7 @@ def test_runs_csv_flattens_scalars_and_skips_lists(report):
 def test_figures_are_drawn_and_linked(report):
     path, _ = report
     figures = sorted((path.parent / "figures").glob("*.png"))
-    assert [f.name for f in figures] == ["acc_vs_inference_params.png", "acc_vs_wall_time.png",
+    assert [f.name for f in figures] == ["acc_vs_cost.png", "acc_vs_inference_params.png",
                                          "accuracy_curves.png", "delta_vs_vanilla_kd.png", "final_acc.png"]
     for f in figures:
         data = f.read_bytes()
@@ -269,3 +269,12 @@ def test_kernel_gap_is_averaged_over_ok_seeds_and_shown(tmp_path):
     summary = pd.read_csv(tmp_path / "report" / "t" / "summary.csv")
     assert summary.loc[0, "kernel_gap_test_mean"] == pytest.approx(0.5)
     assert "kernel gap" in board and "0.500" in board
+
+
+def test_cost_is_the_run_alone_and_falls_back_to_wall_time_for_older_records():
+    from kdbench.report.tables import cost_seconds
+
+    rec = make_record("vanilla_kd", 0, 80.0, cost_s=12.0)
+    assert cost_seconds(rec) == 12.0  # not the group's wall time beside it
+    del rec["cost_s"]
+    assert cost_seconds(rec) == rec["wall_s"]

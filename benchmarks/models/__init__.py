@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+
 from kdbench.errors import ConfigError
 from kdbench.models.tapped import TappedModel, Taps, TapShapes
 
@@ -35,9 +37,16 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> TappedMode
     return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels)
 
 
+def to_device(model: TappedModel, device: torch.device | str) -> TappedModel:
+    """The model on ``device`` with its 4-D weights channels-last: convolutions read and write NHWC,
+    on this project's 2-core CPU 1.6× faster for the teacher's forward pass and 1.7× for the
+    student's evaluation (a training step about the same). Part of the protocol: it changes the bits."""
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
 def _load_zoo() -> None:
     # Imported for their @register_model side effects; kept lazy to avoid import cycles.
     from kdbench.models import cifar, small  # noqa: F401
 
 
-__all__ = ["TappedModel", "Taps", "TapShapes", "build_model", "model_names", "register_model"]
+__all__ = ["TappedModel", "Taps", "TapShapes", "build_model", "model_names", "register_model", "to_device"]

@@ -109,7 +109,7 @@ def _table(summary: pd.DataFrame, facts: SuiteFacts, published: pd.DataFrame) ->
         row.update({
             "seeds ok/total": f"{s['seeds_ok']}/{s['seeds_total']}",
             "status": _cell(s["status_notes"], NOTE_WIDTH) if s["status_notes"] else "ok",
-            "wall s": _f(s["wall_s_mean"], 1),
+            "cost s (alone)": _f(s["cost_s_mean"], 1),
             "img/s": _f(s["images_per_s_mean"], 0),
             "peak MiB": _f(s["peak_memory_mb_mean"], 0),
             "extra params": _count(s["extra_trainable_params"]),
@@ -162,8 +162,11 @@ def _legend(summary: pd.DataFrame, facts: SuiteFacts) -> list[str]:
         "- **Δ vs student_ce / vanilla_kd**: paired by seed, over the seeds where both runs finished ok: the mean "
         "of the per-seed differences (percentage points) with its 95% t-interval. **wins**: seeds won out of "
         "paired seeds (a tie counts ½).",
-        "- **Cost**: mean wall seconds per run, training images per second and peak memory (MiB; what is "
-        "measured is named under Environment) over ok seeds; extra params: "
+        "- **Cost**, mean over ok seeds: *cost s (alone)* is what one run of the method costs on its own: "
+        "its own measured time (building, offline targets, its training steps, evaluation) plus the teacher "
+        "passes it reads, charged in full even when the cells of a seed trained in lockstep and shared "
+        "them; img/s is training images per second on that basis; peak memory (MiB; what is measured "
+        "is named under Environment) is that of the group of cells the run trained with; extra params: "
         "trainable parameters beyond the student (training-only modules and modules injected into it); "
         "inference params and FLOPs: the network evaluated at test time, for one input "
         "(a multiply-accumulate counts 2 FLOPs).",

@@ -71,6 +71,13 @@ def _mean_of(records: list[dict], key: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def cost_seconds(rec: dict) -> float | None:
+    """What the run costs alone: ``cost_s`` (its own time plus the teacher passes it read, whatever
+    group it trained in); records written before lockstep groups have only ``wall_s``, the same thing."""
+    value = rec.get("cost_s", rec.get("wall_s"))
+    return value if isinstance(value, (int, float)) else None
+
+
 def _first_of(records: list[dict], *path: str) -> float:
     """A per-method constant (a parameter count): the first record that holds it, ok runs first."""
     for rec in sorted(records, key=lambda r: r["status"] != "ok"):
@@ -113,7 +120,7 @@ def summary_table(records: Iterable[dict]) -> pd.DataFrame:
         for baseline in BASELINES:
             row.update(_delta_columns(finals, label, baseline))
         row.update({
-            "wall_s_mean": _mean_of(ok, "wall_s"),
+            "cost_s_mean": _mean_of([{"c": cost_seconds(r)} for r in ok], "c"),
             "images_per_s_mean": _mean_of(ok, "images_per_s"),
             "peak_memory_mb_mean": _mean_of(ok, "peak_memory_mb"),
             "extra_trainable_params": _first_of(recs, "params", "extra_trainable"),
