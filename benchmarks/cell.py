@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,8 +255,6 @@ class CellRun:
     # -- the record ----------------------------------------------------------------------------------
 
     def _fail(self, exc: Exception) -> None:
-        import traceback
-
         self.status = "failed"
         self.rec["error"] = f"{type(exc).__name__}: {exc}"
         self.rec["traceback"] = traceback.format_exc(limit=8)
