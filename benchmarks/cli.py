@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # Before torch loads OpenMP: waiting threads sleep instead of spinning, so a shared, loaded
-    # machine does not slow a 2-thread run about 5× (measured 1.6-2.2× faster under load, same bits).
+    # machine slows a run far less (README, "Speed"); the bits are the same.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:

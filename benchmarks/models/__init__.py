@@ -39,8 +39,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> TappedMode
 
 def to_device(model: TappedModel, device: torch.device | str) -> TappedModel:
     """The model on ``device`` with its 4-D weights channels-last: convolutions read and write NHWC,
-    on this project's 2-core CPU 1.6× faster for the teacher's forward pass and 1.7× for the
-    student's evaluation (a training step about the same). Part of the protocol: it changes the bits."""
+    which is faster on CPUs (README, "Speed"). Part of the protocol: it changes the bits."""
     return model.to(device=device, memory_format=torch.channels_last)
 
 
