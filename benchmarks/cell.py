@@ -162,13 +162,14 @@ class CellRun:
             self.rec["error"] = f"non-finite loss at epoch {epoch + 1}: {c.diverged_at['terms']}"
             return
         if c.status == "ok":
-            with self.eval.region():
-                run_as(c, lambda: self._evaluate_and_save(epoch, epoch_s))
+            run_as(c, lambda: self._evaluate(epoch, epoch_s), self.eval)
+        if c.status == "ok":  # saved after the evaluation, so it holds the state training resumes from
+            run_as(c, lambda: self._save_checkpoint(epoch + 1), self.eval)
         if c.status == "failed":
             self.status = "failed"
             self.rec["error"], self.rec["traceback"] = c.error, c.traceback
 
-    def _evaluate_and_save(self, epoch: int, epoch_s: dict[str, float]) -> None:
+    def _evaluate(self, epoch: int, epoch_s: dict[str, float]) -> None:
         c = self.cell
         acc = evaluate(self.method.eval_model(c.student), self.shared.data.test)
         self.rec["epochs"].append({
@@ -178,7 +179,6 @@ class CellRun:
             "test_acc": acc,
             **epoch_s,
         })
-        self._save_checkpoint(epoch + 1)
 
     def _save_checkpoint(self, epochs_done: int) -> None:
         c = self.cell
@@ -201,8 +201,7 @@ class CellRun:
         """The record: results, costs, diagnostics. ``group`` says who shared the stream and how long
         it took; ``peak`` is the group's peak memory."""
         if self.status in ("ok", "diverged"):
-            with self.eval.region():
-                run_as(self.cell, self._final_facts)
+            run_as(self.cell, self._final_facts, self.eval)
             if self.cell.status == "failed":
                 self.status = "failed"
                 self.rec["error"], self.rec["traceback"] = self.cell.error, self.cell.traceback

@@ -88,12 +88,13 @@ def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig) -> Cel
                 rng=rng_state(device), own=Timer(device))
 
 
-def run_as(c: Cell, fn: Callable[[], None]) -> None:
-    """``fn()`` under the cell's random state and timer; an exception fails the cell, not the caller."""
+def run_as(c: Cell, fn: Callable[[], None], timer: Timer | None = None) -> None:
+    """``fn()`` under the cell's random state, timed by ``timer`` (default: the cell's own training
+    time); an exception fails the cell, not the caller."""
     device = c.own.device
     set_rng_state(c.rng, device)
     try:
-        with c.own.region():
+        with (timer or c.own).region():
             fn()
     except Exception as exc:  # one cell's bug must not stop the cells that share its stream
         c.fail(exc)

@@ -55,6 +55,11 @@ def test_smoke_writes_a_record_per_cell(smoke_records):
         if rec["method"] != "student_ce":
             assert len(rec["teacher_sha256"]) == 64
         assert 0 < rec["diagnostics"]["kernel_gap_test"] < 10
+        split = rec["time_split"]  # every second counted once: training steps apart from evaluation
+        assert sum(e["train_own_s"] for e in rec["epochs"]) == pytest.approx(split["train_own_s"], rel=1e-9)
+        assert rec["cost_s"] == pytest.approx(split["setup_s"] + split["train_own_s"] + split["teacher_s"]
+                                              + split["eval_s"], rel=1e-9)
+        assert (split["teacher_s"] > 0) == (rec["method"] != "student_ce")
     assert not list((smoke_records / "smoke").glob("checkpoints/*.pt")), "finished runs leave no checkpoint"
 
 
