@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from kdbench.models import build_model, to_device
 from kdbench.models.tapped import TappedModel
 from kdbench.teacher import TeacherInfo
 from kdbench.timing import Timer
-from kdbench.trainer import Cell, epoch_losses, evaluate, make_cell, run_as
+from kdbench.trainer import Cell, describe_failure, epoch_losses, evaluate, make_cell, run_as
 
 # Offsets that give the method's own modules and the training-time RNG streams of their own, so a
 # method that builds a connector does not shift the student's initialisation or another method's draws.
@@ -97,7 +96,7 @@ class CellRun:
             with self.setup.region():
                 self._build()
         except Exception as exc:  # a broken constructor or prepare fails this cell alone
-            self._fail(exc)
+            self._fail(*describe_failure(exc))
 
     def _build(self) -> None:
         shared, spec, data = self.shared, self.spec, self.shared.data
@@ -166,8 +165,7 @@ class CellRun:
         if c.status == "ok":  # saved after the evaluation, so it holds the state training resumes from
             run_as(c, lambda: self._save_checkpoint(epoch + 1), self.eval)
         if c.status == "failed":
-            self.status = "failed"
-            self.rec["error"], self.rec["traceback"] = c.error, c.traceback
+            self._fail(c.error, c.traceback)
 
     def _evaluate(self, epoch: int, epoch_s: dict[str, float]) -> None:
         c = self.cell
@@ -203,8 +201,7 @@ class CellRun:
         if self.status in ("ok", "diverged"):
             run_as(self.cell, self._final_facts, self.eval)
             if self.cell.status == "failed":
-                self.status = "failed"
-                self.rec["error"], self.rec["traceback"] = self.cell.error, self.cell.traceback
+                self._fail(self.cell.error, self.cell.traceback)
         rec = self.rec
         rec["status"] = self.status
         accs = [e["test_acc"] for e in rec["epochs"]]
@@ -253,10 +250,9 @@ class CellRun:
 
     # -- the record ----------------------------------------------------------------------------------
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, error: str, traceback: str) -> None:
         self.status = "failed"
-        self.rec["error"] = f"{type(exc).__name__}: {exc}"
-        self.rec["traceback"] = traceback.format_exc(limit=8)
+        self.rec["error"], self.rec["traceback"] = error, traceback
 
     def _new_record(self, config: dict) -> dict[str, Any]:
         shared, spec, data, tinfo = self.shared, self.spec, self.shared.data, self.shared.tinfo

@@ -45,8 +45,12 @@ class Cell:
 
     def fail(self, exc: BaseException) -> None:
         self.status = "failed"
-        self.error = f"{type(exc).__name__}: {exc}"
-        self.traceback = traceback.format_exc(limit=8)
+        self.error, self.traceback = describe_failure(exc)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """What a failed record says: the error in one line, and the traceback being handled."""
+    return f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8)
 
 
 class LabelsOnly(Method):

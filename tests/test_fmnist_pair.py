@@ -17,3 +17,11 @@ def test_pair_taps_line_up():
     s = build_model("fmnist_student", 10, 1).tap_shapes((1, 28, 28))
     assert t.prepool == (128, 7, 7) and s.prepool == (32, 7, 7)
     assert [x[1:] for x in t.stages] == [x[1:] for x in s.stages] == [(14, 14), (7, 7), (7, 7)]
+
+
+def test_layout_speed_benchmark_prints_its_three_ratios(capsys):
+    from kdbench.layout_speed import main
+
+    assert main(["--rounds", "2", "--iters", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("×") == 3 and "teacher forward, batch 128: NCHW" in out
