@@ -28,6 +28,7 @@ from kdbench.environment import environment, seed_everything
 from kdbench.method import Method, MethodContext, TeacherData
 from kdbench.models import build_model, to_device
 from kdbench.models.tapped import TappedModel
+from kdbench.paths import under
 from kdbench.teacher import TeacherInfo
 from kdbench.timing import Timer
 from kdbench.trainer import Cell, describe_failure, epoch_losses, evaluate, make_cell, run_as
@@ -63,7 +64,12 @@ class SharedRun:
 
 
 def checkpoint_path(results_dir: Path, suite: str, label: str, seed: int) -> Path:
-    return Path(results_dir) / suite / "checkpoints" / f"{label}__seed{seed}.pt"
+    return under(results_dir, suite, "checkpoints", f"{label}__seed{seed}.pt")
+
+
+#: The costs a checkpoint carries, so a resumed cell's record counts every epoch it holds (the
+#: part of an epoch lost to a kill is not counted: it was trained again).
+CARRIED = ("train_own_s", "teacher_s", "eval_s", "wall_s")
 
 
 class CellRun:
@@ -83,6 +89,7 @@ class CellRun:
         self.eval = Timer(shared.device)
         self.teacher_s = 0.0
         self.own_s_before = 0.0  # the cell's own training seconds at the last epoch's end
+        self.carried = dict.fromkeys(CARRIED, 0.0)  # from the checkpoint resumed, if any
         self.t0 = time.perf_counter()
 
     @property
@@ -125,25 +132,37 @@ class CellRun:
         self.next_epoch = self._resume()
 
     def _resume(self) -> int:
-        """Restore an interrupted cell from its last epoch checkpoint; returns the epoch to start at."""
+        """Restore an interrupted cell from its last epoch checkpoint; returns the epoch to start at.
+        A checkpoint that does not load (truncated; a pickle asking for code, which ``weights_only``
+        refuses) or was saved for another configuration is removed, and the cell starts afresh."""
         if not self.ckpt.is_file():
             return 0
         try:
             state = torch.load(self.ckpt, map_location="cpu", weights_only=True)
-        except Exception:
+            if not isinstance(state, dict) or state.get("config_hash") != self.config_hash:
+                raise ValueError("it was saved for another configuration")
+        except Exception as exc:
             self.ckpt.unlink()
+            self.rec["checkpoint_discarded"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             return 0
-        if state.get("config_hash") != self.config_hash:
+        try:
+            self._restore(state)
+        except Exception as exc:  # loaded halfway: this cell's state is mixed, so it fails this time
             self.ckpt.unlink()
-            return 0
+            raise RuntimeError(f"checkpoint {self.ckpt} could not be restored ({exc}); it was removed, "
+                               "so a rerun starts this cell afresh") from None
+        self.rec["resumed_from_epoch"] = state["epochs_done"]
+        return int(state["epochs_done"])
+
+    def _restore(self, state: dict) -> None:
         c = self.cell
         c.student.load_state_dict(state["student"])
         c.method.load_state_dict(state["method"])
         c.optimizer.load_state_dict(state["optimizer"])
         c.rng = state["rng"]
         self.rec["epochs"] = list(state["history"])
-        self.rec["resumed_from_epoch"] = state["epochs_done"]
-        return int(state["epochs_done"])
+        self.carried = {k: float(state["carried"][k]) for k in CARRIED}
+        self.teacher_s = self.carried["teacher_s"]
 
     # -- end of an epoch -----------------------------------------------------------------------------
 
@@ -158,7 +177,9 @@ class CellRun:
         self.next_epoch = epoch + 1
         if c.status == "diverged":
             self.status = "diverged"
-            self.rec["error"] = f"non-finite loss at epoch {epoch + 1}: {c.diverged_at['terms']}"
+            at = c.diverged_at
+            self.rec["error"] = f"non-finite loss at epoch {at['epoch']}, step {at['step']}: {at['terms']}"
+            self.rec["diverged_at"] = at
             return
         if c.status == "ok":
             run_as(c, lambda: self._evaluate(epoch, epoch_s), self.eval)
@@ -180,9 +201,7 @@ class CellRun:
 
     def _save_checkpoint(self, epochs_done: int) -> None:
         c = self.cell
-        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt.with_suffix(".tmp")
-        torch.save({
+        records.save_atomic({
             "config_hash": self.config_hash,
             "epochs_done": epochs_done,
             "student": c.student.state_dict(),
@@ -190,8 +209,18 @@ class CellRun:
             "optimizer": c.optimizer.state_dict(),
             "rng": c.rng,
             "history": self.rec["epochs"],
-        }, tmp)
-        tmp.replace(self.ckpt)
+            "carried": self._spent(),
+        }, self.ckpt)
+
+    def _spent(self) -> dict[str, float]:
+        """The carried costs up to now: what a checkpoint saved now would carry."""
+        c, carried = self.cell, self.carried
+        return {
+            "train_own_s": carried["train_own_s"] + (c.own.seconds() if c is not None else 0.0),
+            "teacher_s": self.teacher_s,
+            "eval_s": carried["eval_s"] + self.eval.seconds(),
+            "wall_s": carried["wall_s"] + time.perf_counter() - self.t0,
+        }
 
     # -- finish --------------------------------------------------------------------------------------
 
@@ -212,9 +241,13 @@ class CellRun:
                 rec["final_acc"] = accs[-1]
         rec.update(self._costs(group, peak))
         rec["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        if self.status == "ok" and self.ckpt.exists():
-            self.ckpt.unlink()
         return rec
+
+    def discard_checkpoint(self) -> None:
+        """After the record is written (a kill before that resumes from the checkpoint): an ``ok`` or
+        ``diverged`` cell is final; a ``failed`` one keeps its checkpoint for the retry."""
+        if self.status in ("ok", "diverged"):
+            self.ckpt.unlink(missing_ok=True)
 
     def _final_facts(self) -> None:
         c, shared, rec = self.cell, self.shared, self.rec
@@ -231,17 +264,17 @@ class CellRun:
     def _costs(self, group: dict, peak: tuple[float, str]) -> dict:
         """What this method costs alone (its own time plus the teacher passes it read) beside what
         the group it ran in took; see the README's "Run records"."""
-        own_train = self.cell.own.seconds() if self.cell is not None else 0.0
-        setup, evaluation = self.setup.seconds(), self.eval.seconds()
-        trained = len(self.rec["epochs"]) - self.rec.get("resumed_from_epoch", 0)
+        spent, setup = self._spent(), self.setup.seconds()
+        own_train, evaluation = spent["train_own_s"], spent["eval_s"]
         train_s = own_train + self.teacher_s
+        images = len(self.rec["epochs"]) * len(self.shared.data.train)
         return {
             "cost_s": setup + train_s + evaluation,
             "time_split": {"setup_s": setup, "train_own_s": own_train, "teacher_s": self.teacher_s,
                            "eval_s": evaluation},
             "train_s": train_s,
-            "images_per_s": trained * len(self.shared.data.train) / train_s if train_s > 0 else 0.0,
-            "wall_s": time.perf_counter() - self.t0,
+            "images_per_s": images / train_s if train_s > 0 else 0.0,
+            "wall_s": spent["wall_s"],
             "group": group,
             "peak_memory_mb": peak[0],
             "peak_memory_kind": peak[1],

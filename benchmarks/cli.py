@@ -60,8 +60,16 @@ def _cmd_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error (argparse prints the usage
+    first); ``--help`` still shows it all."""
+
+    def error(self, message: str):
+        self.exit(2, f"kdbench: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite's matrix of (method, seed) cells")

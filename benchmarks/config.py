@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import yaml
 
 from kdbench.data import DATASETS
 from kdbench.errors import ConfigError
+from kdbench.paths import plain_name
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -27,6 +29,14 @@ PROTOCOL_VERSION = 2
 
 OPTIMIZERS = {"sgd": {"lr", "momentum", "weight_decay", "nesterov"}, "adamw": {"lr", "weight_decay"}}
 SCHEDULES = {"cosine": set(), "multistep": {"milestones", "gamma"}, "constant": set()}
+
+#: Seeds feed ``torch.manual_seed`` and ``random.seed`` after small offsets; 32 bits is what every
+#: RNG a user might pair us with (NumPy's legacy seeding included) accepts.
+MAX_SEED = 2**32 - 1
+#: Bounds on a budget: far beyond any published protocol (CRD: 240 epochs; ImageNet recipes: 600),
+#: close enough to catch a typo before it books a machine for a century.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
 
 
 @dataclass(frozen=True)
@@ -140,9 +150,10 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     _keys(t, f"{where}: teacher", required={"model", "seed", "train"}, optional={"min_acc", "train_size"})
     teacher = TeacherConfig(
         model=_str(t["model"], f"{where}: teacher.model"),
-        seed=_int(t["seed"], f"{where}: teacher.seed", minimum=0),
+        seed=check_seed(t["seed"], f"{where}: teacher.seed"),
         train=_train(t["train"], f"{where}: teacher.train"),
-        min_acc=None if t.get("min_acc") is None else _float(t["min_acc"], f"{where}: teacher.min_acc"),
+        min_acc=None if t.get("min_acc") is None else _float(t["min_acc"], f"{where}: teacher.min_acc",
+                                                             maximum=100.0),
         train_size=_optional_int(t.get("train_size"), f"{where}: teacher.train_size"),
     )
     s = _mapping(top["student"], f"{where}: student")
@@ -151,12 +162,12 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     seeds = top["seeds"]
     if not isinstance(seeds, list) or not seeds:
         raise ConfigError(f"{where}: seeds must be a non-empty list of integers")
-    seeds_t = tuple(_int(x, f"{where}: seeds", minimum=0) for x in seeds)
+    seeds_t = tuple(check_seed(x, f"{where}: seeds") for x in seeds)
     if len(set(seeds_t)) != len(seeds_t):
         raise ConfigError(f"{where}: seeds are repeated")
 
     return SuiteConfig(
-        name=_str(top["name"], f"{where}: name"),
+        name=plain_name(_str(top["name"], f"{where}: name"), f"{where}: suite name"),
         description=str(top.get("description", "")).strip(),
         dataset=dataset,
         teacher=teacher,
@@ -182,14 +193,12 @@ def _methods(raw: Any, where: str) -> tuple[MethodEntry, ...]:
     entries = []
     for item in raw:
         if isinstance(item, str):
-            entries.append(MethodEntry(item, item))
+            entries.append(MethodEntry(item, plain_name(item, f"{where}: method")))
             continue
         m = _mapping(item, f"{where}: methods entry")
         _keys(m, f"{where}: methods entry", required={"method"}, optional={"label", "hyperparameters"})
         name = _str(m["method"], f"{where}: methods.method")
-        label = _str(m.get("label", name), f"{where}: methods.label")
-        if not label.replace("-", "_").isidentifier():
-            raise ConfigError(f"{where}: method label {label!r} must be letters, digits, '_' or '-'")
+        label = plain_name(_str(m.get("label", name), f"{where}: methods.label"), f"{where}: method label")
         hp = m.get("hyperparameters") or {}
         entries.append(MethodEntry(name, label, dict(_mapping(hp, f"{where}: {label}.hyperparameters"))))
     labels = [e.label for e in entries]
@@ -209,7 +218,7 @@ def _train(raw: Any, where: str) -> TrainConfig:
     opt = OptimizerConfig(
         name=opt_name,
         lr=_float(opt_raw.get("lr", 0.05), f"{where}.optimizer.lr", positive=True),
-        momentum=_float(opt_raw.get("momentum", 0.9), f"{where}.optimizer.momentum"),
+        momentum=_float(opt_raw.get("momentum", 0.9), f"{where}.optimizer.momentum", maximum=1.0),
         weight_decay=_float(opt_raw.get("weight_decay", 5e-4), f"{where}.optimizer.weight_decay"),
         nesterov=_bool(opt_raw.get("nesterov", False), f"{where}.optimizer.nesterov"),
     )
@@ -221,14 +230,17 @@ def _train(raw: Any, where: str) -> TrainConfig:
     milestones = sch_raw.get("milestones", [])
     if not isinstance(milestones, list):
         raise ConfigError(f"{where}.schedule.milestones must be a list of epochs")
+    milestones = [_int(x, f"{where}.schedule.milestones", minimum=1, maximum=MAX_EPOCHS) for x in milestones]
+    if milestones != sorted(set(milestones)):
+        raise ConfigError(f"{where}.schedule.milestones must be increasing epochs, got {milestones}")
     sched = ScheduleConfig(
         name=sch_name,
-        milestones=tuple(_int(x, f"{where}.schedule.milestones", minimum=1) for x in milestones),
+        milestones=tuple(milestones),
         gamma=_float(sch_raw.get("gamma", 0.1), f"{where}.schedule.gamma", positive=True),
     )
     return TrainConfig(
-        epochs=_int(m["epochs"], f"{where}.epochs", minimum=1),
-        batch_size=_int(m["batch_size"], f"{where}.batch_size", minimum=1),
+        epochs=_int(m["epochs"], f"{where}.epochs", minimum=1, maximum=MAX_EPOCHS),
+        batch_size=_int(m["batch_size"], f"{where}.batch_size", minimum=1, maximum=MAX_BATCH_SIZE),
         optimizer=opt,
         schedule=sched,
     )
@@ -255,12 +267,20 @@ def _str(v: Any, where: str) -> str:
     return v
 
 
-def _int(v: Any, where: str, minimum: int | None = None) -> int:
+def _int(v: Any, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise ConfigError(f"{where} must be an integer, got {v!r}")
     if minimum is not None and v < minimum:
         raise ConfigError(f"{where} must be at least {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ConfigError(f"{where} must be at most {maximum:,}, got {v:,}")
     return v
+
+
+def check_seed(v: Any, where: str) -> int:
+    """A seed: an integer in [0, MAX_SEED] (also the check on ``--seeds``)."""
+    return _int(v, where, minimum=0, maximum=MAX_SEED)
+
 
 
 def _bool(v: Any, where: str) -> bool:
@@ -273,11 +293,19 @@ def _optional_int(v: Any, where: str) -> int | None:
     return None if v is None else _int(v, where, minimum=1)
 
 
-def _float(v: Any, where: str, positive: bool = False) -> float:
+def _float(v: Any, where: str, positive: bool = False, maximum: float | None = None) -> float:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         raise ConfigError(f"{where} must be a number, got {v!r}")
+    try:
+        finite = math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
+        raise ConfigError(f"{where} must be a finite number, got {v if isinstance(v, float) else 'a huge integer'}")
     if v < 0 or (positive and v == 0):
         raise ConfigError(f"{where} must be {'positive' if positive else 'non-negative'}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ConfigError(f"{where} must be at most {maximum:g}, got {v}")
     return float(v)
 
 

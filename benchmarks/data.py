@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from kdbench.errors import DataError
+from kdbench.errors import ConfigError, DataError
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DOWNLOAD_ROOT = Path.home() / ".cache" / "kdbench" / "data"  # --download without --data-dir
 FASHION_MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -109,20 +112,25 @@ def _to_split(x: torch.Tensor, y: torch.Tensor, spec: DatasetSpec, device) -> Sp
 
 
 def read_idx(path: Path) -> torch.Tensor:
-    """Read an idx file (the MNIST format), gzipped or not, as a uint8 tensor."""
+    """Read an idx file (the MNIST format), gzipped or not, as a uint8 tensor; a damaged file is a
+    one-line :class:`DataError` naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # not gzip, truncated gzip, unreadable
+        raise DataError(f"{path} cannot be read: {exc}") from None
+    if len(data) < 4:
+        raise DataError(f"{path} is not an idx file: {len(data)} byte(s)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
+    if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
         raise DataError(f"{path} is not a uint8 idx file")
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header is cut short")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = data[4 + 4 * ndim :]
-    expected = 1
-    for d in dims:
-        expected *= d
-    if len(body) != expected:
-        raise DataError(f"{path} is truncated: {len(body)} bytes of {expected}")
+    if len(body) != math.prod(dims):
+        raise DataError(f"{path} is truncated: {len(body)} bytes of {math.prod(dims)}")
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
 
 
@@ -133,35 +141,59 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _fashion_mnist_candidates(data_dir: str | Path | None) -> list[Path]:
-    folders = []
-    if data_dir is not None:
-        d = Path(data_dir)
-        folders += [d, d / "fashion-mnist", d / "FashionMNIST" / "raw"]
-    folders.append(FASHION_MNIST_DEBIAN_DIR)
-    return folders
+def _idx_files(folder: Path) -> dict[str, Path | None]:
+    return {k: _find_idx(folder, stem) for k, stem in FASHION_MNIST_FILES.items()}
 
 
 def _load_fashion_mnist(data_dir, download: bool):
-    for folder in _fashion_mnist_candidates(data_dir):
-        paths = {k: _find_idx(folder, stem) for k, stem in FASHION_MNIST_FILES.items()}
+    """From ``data_dir`` (or its ``fashion-mnist/`` or torchvision's ``FashionMNIST/raw/``) when one is
+    named, and from nowhere else; otherwise from the Debian package's folder."""
+    if data_dir is None:
+        folders = [FASHION_MNIST_DEBIAN_DIR]
+    else:
+        d = Path(data_dir)
+        if not d.is_dir() and not download:
+            raise DataError(f"--data-dir {d} is not a folder")
+        folders = [d, d / "fashion-mnist", d / "FashionMNIST" / "raw"]
+    found = {folder: _idx_files(folder) for folder in folders}
+    for folder, paths in found.items():
         if all(paths.values()):
-            arrays = {k: read_idx(p) for k, p in paths.items()}
-            train = (arrays["train_images"].unsqueeze(1), arrays["train_labels"])
-            test = (arrays["test_images"].unsqueeze(1), arrays["test_labels"])
-            return (train, test), str(folder)
+            return _read_fashion_mnist(paths), str(folder)
     if download:
-        root = Path(data_dir) if data_dir else Path.home() / ".cache" / "kdbench" / "data"
-        try:
-            import torchvision
+        return _download_fashion_mnist(Path(data_dir) if data_dir else DOWNLOAD_ROOT)
+    if data_dir is None:
+        raise DataError(f"Fashion-MNIST not found; {_FMNIST_HINT}")
+    folder, paths = max(found.items(), key=lambda item: sum(p is not None for p in item[1].values()))
+    missing = [FASHION_MNIST_FILES[k] for k, p in paths.items() if p is None]
+    raise DataError(f"--data-dir {data_dir}: {folder} lacks {', '.join(missing)} (plain or .gz)")
 
-            torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
-            torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
-        except Exception as exc:  # network errors come in many types
-            raise DataError(f"Fashion-MNIST download failed ({exc}); {_FMNIST_HINT}") from None
-        return _load_fashion_mnist(root, download=False)
-    raise DataError(f"Fashion-MNIST not found; {_FMNIST_HINT}")
 
+def _read_fashion_mnist(paths: dict[str, Path]):
+    a = {k: read_idx(p) for k, p in paths.items()}
+    for split in ("train", "test"):
+        images, labels = a[f"{split}_images"], a[f"{split}_labels"]
+        where = f"{paths[f'{split}_images']} and {paths[f'{split}_labels']}"
+        if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28) or labels.dim() != 1:
+            raise DataError(f"{where}: expected N×28×28 images and N labels, got {tuple(images.shape)} "
+                            f"and {tuple(labels.shape)}")
+        if len(images) != len(labels):
+            raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+        if len(labels) and int(labels.max()) >= 10:
+            raise DataError(f"{paths[f'{split}_labels']}: label {int(labels.max())} is not a class (0-9)")
+    train = (a["train_images"].unsqueeze(1), a["train_labels"])
+    test = (a["test_images"].unsqueeze(1), a["test_labels"])
+    return train, test
+
+
+def _download_fashion_mnist(root: Path):
+    try:
+        import torchvision
+
+        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
+        torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
+    except Exception as exc:  # network errors come in many types
+        raise DataError(f"Fashion-MNIST download failed ({exc}); {_FMNIST_HINT}") from None
+    return _load_fashion_mnist(root, download=False)
 
 _FMNIST_HINT = (
     "install it with `apt-get install dataset-fashion-mnist` (files land in "
@@ -180,51 +212,79 @@ def _cifar_files(spec: DatasetSpec) -> tuple[list[str], list[str]]:
     return ["train"], ["test"]
 
 
-def _read_cifar_batches(folder: Path, names: list[str], label_key: str):
+class _ArraysOnly(pickle.Unpickler):
+    """The CIFAR release is a pickle; this reads its dicts, lists and NumPy arrays and refuses any
+    other class, so a data file cannot run code."""
+
+    ALLOWED = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numpy", "ndarray"),
+               ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        short = module.rsplit(".", 1)[-1] if module.startswith("numpy") else module
+        if (short, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a data file never needs")
+        import numpy
+
+        core = getattr(numpy, "_core", None) or numpy.core
+        return getattr(numpy if short == "numpy" else core.multiarray, name)
+
+
+def _read_cifar_batches(folder: Path, names: list[str], label_key: str, classes: int):
     images, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        images.append(torch.as_tensor(entry["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
-        labels.append(torch.as_tensor(entry[label_key], dtype=torch.int64))
+        path = folder / name
+        with open(path, "rb") as f:
+            entry = _ArraysOnly(f, encoding="latin1").load()
+        if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
+            raise DataError(f"{path} is not a CIFAR batch: it lacks 'data' or {label_key!r}")
+        x = torch.as_tensor(entry["data"], dtype=torch.uint8)
+        y = torch.as_tensor(entry[label_key], dtype=torch.int64)
+        if x.dim() != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
+            raise DataError(f"{path}: expected N×3072 pixels and N labels, got {tuple(x.shape)} and {tuple(y.shape)}")
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < classes:
+            raise DataError(f"{path}: labels outside 0-{classes - 1}")
+        images.append(x.reshape(-1, 3, 32, 32))
+        labels.append(y)
     return torch.cat(images), torch.cat(labels)
 
 
 def _load_cifar(spec: DatasetSpec, data_dir, download: bool):
     """Read the python-pickle release of CIFAR-10/100 (the format torchvision downloads)."""
-    root = Path(data_dir) if data_dir else Path.home() / ".cache" / "kdbench" / "data"
+    root = Path(data_dir) if data_dir else DOWNLOAD_ROOT
     folder = root / _cifar_folder(spec)
     train_names, test_names = _cifar_files(spec)
-    hint = (
-        f"{spec.name} not found in {folder}; pass --data-dir FOLDER containing {_cifar_folder(spec)}/ "
-        "(the python version from https://www.cs.toronto.edu/~kriz/cifar.html), or --download on a "
-        "machine with internet"
-    )
-    if not all((folder / n).is_file() for n in train_names + test_names):
+    where = (f"pass --data-dir FOLDER containing {_cifar_folder(spec)}/ (the python version from "
+             "https://www.cs.toronto.edu/~kriz/cifar.html), or --download on a machine with internet")
+    missing = [n for n in train_names + test_names if not (folder / n).is_file()]
+    if missing:
         if not download:
-            raise DataError(hint)
+            raise DataError(f"{spec.name} not found: {folder} lacks {', '.join(missing)}; {where}")
         try:
             import torchvision
 
             cls = torchvision.datasets.CIFAR10 if spec.name == "cifar10" else torchvision.datasets.CIFAR100
             cls(str(root), train=True, download=True)
         except Exception as exc:
-            raise DataError(f"{spec.name} download failed ({exc}); {hint}") from None
+            raise DataError(f"{spec.name} download failed ({exc}); {where}") from None
     label_key = "labels" if spec.name == "cifar10" else "fine_labels"
     try:
-        train = _read_cifar_batches(folder, train_names, label_key)
-        test = _read_cifar_batches(folder, test_names, label_key)
-    except (OSError, pickle.UnpicklingError, KeyError, RuntimeError) as exc:
-        raise DataError(f"{spec.name} files in {folder} are unreadable ({exc}); {hint}") from None
+        train = _read_cifar_batches(folder, train_names, label_key, spec.num_classes)
+        test = _read_cifar_batches(folder, test_names, label_key, spec.num_classes)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, RuntimeError) as exc:
+        raise DataError(f"{spec.name} files in {folder} are unreadable ({exc}); {where}") from None
     return (train, test), str(folder)
 
 
-def head(data: Dataset, train_size: int | None, test_size: int | None) -> Dataset:
-    """The first ``train_size`` training and ``test_size`` test images (a suite's declared subset)."""
-    def cut(split: Split, n: int | None) -> Split:
+def head(data: Dataset, train_size: int | None, test_size: int | None, where: str = "") -> Dataset:
+    """The first ``train_size`` training and ``test_size`` test images (a suite's declared subset);
+    a size beyond the split is an error, not a silent clamp. ``where`` prefixes the key in it."""
+    def cut(split: Split, n: int | None, key: str, name: str) -> Split:
+        if n is not None and n > len(split):
+            raise ConfigError(f"{where}{key} is {n:,}, but {data.spec.name}'s {name} set has {len(split):,} images")
         return split if n is None else Split(split.images[:n], split.labels[:n])
 
-    return Dataset(data.spec, cut(data.train, train_size), cut(data.test, test_size), data.source, data.sha256)
+    return Dataset(data.spec, cut(data.train, train_size, "train_size", "training"),
+                   cut(data.test, test_size, "test_size", "test"), data.source, data.sha256)
 
 
 # ------------------------------------------------------------------------------------- the stream

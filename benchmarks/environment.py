@@ -13,15 +13,17 @@ from kdbench.errors import ConfigError
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``auto`` (or None) picks CUDA when present, else CPU; an unavailable device is an error."""
+    """``auto`` (or None) picks CUDA when present, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` are the
+    others (what the harness is built and tested for); an unavailable device is an error."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", name):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for but CUDA is not available")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} asked for but this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 

@@ -19,3 +19,7 @@ class TeacherError(KDBenchError):
 
 class ReportError(KDBenchError):
     """There are no run records to report on (missing, empty or wholly unreadable results folder)."""
+
+
+class StorageError(KDBenchError):
+    """A result could not be written (disk full, folder removed): the run stops, saying what was kept."""

@@ -5,7 +5,10 @@ Bars draw only on a terminal (tqdm's ``disable=None``); logs and CI get the one-
 
 from __future__ import annotations
 
+import logging
 import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
@@ -37,3 +40,27 @@ class Progress:
         if self.epoch is not None:
             self.epoch.close()
         self.runs.close()
+
+
+class _Say(logging.Handler):
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.say = say
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.say(record.getMessage())
+
+
+@contextmanager
+def forward_logs(say: Callable[[str], None]) -> Iterator[None]:
+    """What code deep in a run logs (a cache recomputed, a lock waited for) reaches the run's own
+    output, above the bars, instead of Python's bare stderr fallback."""
+    logger, handler = logging.getLogger("kdbench"), _Say(say)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -16,6 +16,7 @@ from typing import Any
 from kdbench.domains import Domain
 from kdbench.errors import ConfigError
 from kdbench.method import TAP_NAMES, Method, Task
+from kdbench.paths import is_plain_name
 
 ENTRY_POINT_GROUP = "kdbench.methods"
 _METHODS: dict[str, type[Method]] = {}
@@ -26,8 +27,8 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator: validate the plugin's declarations and add it to the registry."""
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"{cls!r} is not a subclass of kdbench.Method")
-    if not cls.name or not cls.name.isidentifier():
-        raise TypeError(f"{cls.__name__}.name must be a non-empty identifier, got {cls.name!r}")
+    if not cls.name or not cls.name.isidentifier() or not is_plain_name(cls.name):
+        raise TypeError(f"{cls.__name__}.name must be a non-empty ASCII identifier, got {cls.name!r}")
     for taps in (cls.student_taps, cls.teacher_taps):
         unknown = set(taps) - TAP_NAMES
         if unknown:

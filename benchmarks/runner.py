@@ -25,13 +25,15 @@ from typing import Callable
 
 from kdbench import records
 from kdbench.cell import CellRun, RunSpec, SharedRun
-from kdbench.config import PROTOCOL_VERSION, MethodEntry, SuiteConfig, stable_hash
+from kdbench.config import PROTOCOL_VERSION, MethodEntry, SuiteConfig, check_seed, stable_hash
 from kdbench.data import DATASETS, Dataset, head, load_dataset
 from kdbench.environment import peak_memory, reset_peak_memory, resolve_device, set_determinism
-from kdbench.errors import ConfigError
+from kdbench.errors import StorageError
+from kdbench.locks import suite_lock
 from kdbench.method import Task
 from kdbench.models import build_model
-from kdbench.progress import Progress
+from kdbench.paths import check_writable_folder
+from kdbench.progress import Progress, forward_logs
 from kdbench.registry import get_method, resolve_hyperparameters
 from kdbench.sources import plugin_sources_sha256
 from kdbench.teacher import TeacherInfo, get_teacher
@@ -52,8 +54,7 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
     task = Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
     resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
     for s in seeds or []:
-        if s < 0:
-            raise ConfigError(f"seeds must be non-negative, got {s}")
+        check_seed(s, "--seeds")
     seed_list = list(seeds) if seeds else list(suite.seeds)
     return [
         RunSpec(e, get_method(e.method), resolved[e.label], s) for s in seed_list for e in entries
@@ -97,15 +98,24 @@ def run_suite(
     build_model(suite.student_model, 10)  # unknown model names fail here, before any work
     build_model(suite.teacher.model, 10)
     full = load_dataset(suite.dataset, data_dir, torch_device, download)
-    data = head(full, suite.train_size, suite.test_size)
-    deterministic = set_determinism(torch_device)
-    results_dir = Path(results_dir)
+    data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
+    teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
+    results_dir = check_writable_folder(results_dir)  # the last check, and the first write
+    lock = suite_lock(results_dir, suite.name)
     bar = Progress(total=len(specs), enabled=progress)
     say = log or bar.write
+    try:
+        with forward_logs(say):
+            return _run(suite, specs, data, teacher_data, torch_device, results_dir, bar, say, lockstep)
+    finally:
+        bar.close()
+        lock.release()
 
+
+def _run(suite, specs, data, teacher_data, torch_device, results_dir, bar, say, lockstep) -> list[dict]:
+    deterministic = set_determinism(torch_device)
     teacher, tinfo, teacher_test_features = None, None, None
     if any(c.method_cls.needs_teacher() for c in specs):
-        teacher_data = head(full, suite.teacher.train_size, suite.test_size)
         teacher, tinfo, teacher_test_features = get_teacher(
             suite, teacher_data, torch_device, results_dir, deterministic, say
         )
@@ -122,21 +132,25 @@ def run_suite(
             run = CellRun(spec, config, stable_hash(config), shared)
             old = records.read_record(run.path)
             if _done_before(old, run.config_hash):
+                run.discard_checkpoint()  # left by a kill between the record's write and its removal
                 out[(spec.entry.label, spec.seed)] = old
                 say(f"[{len(out)}/{n}] {spec.entry.label} seed {spec.seed}: done before ({old['status']}), skipped")
                 bar.advance()
                 continue
             pending.append(run)
 
-        def done(rec: dict) -> None:
-            records.write_json_atomic(records.record_path(results_dir, suite.name, rec["label"], rec["seed"]),
-                                      rec)
+        def done(run: CellRun, rec: dict) -> None:
+            records.write_json_atomic(run.path, rec)
+            run.discard_checkpoint()  # only now: a kill before the write resumes from it
             out[(rec["label"], rec["seed"])] = rec
             say(f"[{len(out)}/{n}] {summary_line(rec)}")
             bar.advance()
 
-        run_group(pending, shared, bar, done, lockstep)
-    bar.close()
+        try:
+            run_group(pending, shared, bar, done, lockstep)
+        except StorageError as exc:
+            raise StorageError(f"{exc}; {len(out)} of {n} cells are recorded, and rerunning the same "
+                               "command resumes the rest from their checkpoints") from None
     return [out[(s.entry.label, s.seed)] for s in specs]
 
 
@@ -156,10 +170,11 @@ def groups(specs: list[RunSpec], lockstep: bool) -> list[list[RunSpec]]:
 
 
 def run_group(
-    runs: list[CellRun], shared: SharedRun, bar: Progress, done: Callable[[dict], None], lockstep: bool,
+    runs: list[CellRun], shared: SharedRun, bar: Progress, done: Callable[[CellRun, dict], None],
+    lockstep: bool,
 ) -> None:
-    """Train ``runs`` together to the end of the budget; ``done(record)`` as each cell ends (a cell
-    that fails or diverges ends at once, the others at the budget's end)."""
+    """Train ``runs`` together to the end of the budget; ``done(run, record)`` as each cell ends (a
+    cell that fails or diverges ends at once, the others at the budget's end)."""
     if not runs:
         return
     train, data = shared.suite.train, shared.data
@@ -174,7 +189,7 @@ def run_group(
             if i not in ended and (run.status != "ok" or not stopped_only):
                 ended.add(i)
                 group = {"lockstep": lockstep, "size": len(runs), "wall_s": time.perf_counter() - t0}
-                done(run.finish(group, peak_memory(shared.device)))
+                done(run, run.finish(group, peak_memory(shared.device)))
 
     for run in runs:
         run.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,10 +24,12 @@ from kdbench.data import Dataset
 from kdbench.diagnostics import test_pass
 from kdbench.environment import environment, seed_everything
 from kdbench.errors import TeacherError
+from kdbench.locks import exclusive
 from kdbench.method import MethodContext
 from kdbench.models import build_model, to_device
 from kdbench.models.tapped import TappedModel
-from kdbench.records import write_json_atomic
+from kdbench.paths import under
+from kdbench.records import save_atomic, write_json_atomic
 from kdbench.trainer import LabelsOnly, epoch_losses, make_cell, train_epoch
 
 #: Accuracy re-measured at load may differ from the recorded one by this much (percentage points)
@@ -58,7 +61,8 @@ def teacher_config_hash(suite: SuiteConfig, data: Dataset) -> str:
 
 
 def teacher_dir(results_dir: Path, suite: SuiteConfig, config_hash: str) -> Path:
-    return Path(results_dir) / "teachers" / f"{suite.dataset}-{suite.teacher.model}-{config_hash[:12]}"
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{suite.dataset}-{suite.teacher.model}")
+    return under(results_dir, "teachers", f"{readable}-{config_hash[:12]}")
 
 
 def file_sha256(path: Path) -> str:
@@ -88,15 +92,47 @@ def get_teacher(
     folder = teacher_dir(results_dir, suite, h)
     if (folder / "teacher.json").is_file():
         return _load(suite, data, device, folder, h)
-    return _train(suite, data, device, folder, h, deterministic, log)
+    with exclusive(folder.with_name(folder.name + ".lock"), f"teacher {folder.name}", log):
+        if (folder / "teacher.json").is_file():  # trained by the process we waited for
+            return _load(suite, data, device, folder, h)
+        return _train(suite, data, device, folder, h, deterministic, log)
 
 
 def _build(suite: SuiteConfig, data: Dataset, device: torch.device) -> TappedModel:
     return to_device(build_model(suite.teacher.model, data.spec.num_classes, data.spec.in_channels), device)
 
 
+def _read_meta(folder: Path) -> dict:
+    """``teacher.json``, refused in one line unless it is an object with the checkpoint's sha256 and
+    accuracy (a damaged cache is never silently retrained: its owner may want to know why)."""
+    path = folder / "teacher.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TeacherError(f"{path} is unreadable ({exc}); delete {folder} to retrain the teacher") from None
+    ok = (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+          and isinstance(meta.get("test_acc"), (int, float)) and not isinstance(meta.get("test_acc"), bool))
+    if not ok:
+        raise TeacherError(f"{path} lacks the checkpoint's sha256 or test_acc; delete {folder} to retrain the teacher")
+    return meta
+
+
+def _load_weights(model: TappedModel, ckpt: Path, device: torch.device, folder: Path) -> None:
+    """Tensors only (``weights_only``: unpickling runs no code), and exactly the model's."""
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
+        model.load_state_dict(state)
+    except Exception as exc:  # unpickling refused, truncated, wrong keys or shapes
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TeacherError(
+            f"teacher checkpoint {ckpt} cannot be loaded ({why}); delete {folder} to retrain it"
+        ) from None
+
+
 def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
-    meta = json.loads((folder / "teacher.json").read_text())
+    meta = _read_meta(folder)
     ckpt = folder / "teacher.pt"
     if not ckpt.is_file():
         raise TeacherError(f"teacher checkpoint {ckpt} is missing; delete {folder} to retrain it")
@@ -107,7 +143,7 @@ def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, Teach
             f"delete {folder} to retrain it"
         )
     model = _build(suite, data, device)
-    model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
+    _load_weights(model, ckpt, device, folder)
     acc, features = test_pass(model, data.test)
     if abs(acc - meta["test_acc"]) > ACC_TOLERANCE:
         raise TeacherError(
@@ -141,11 +177,8 @@ def _train(
         log(f"  teacher epoch {epoch + 1}/{cfg.train.epochs}: test {acc:.2f}%")
     train_s = time.perf_counter() - t0
     acc = history[-1]["test_acc"]
-    folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / "teacher.pt"
-    tmp = folder / ".teacher.pt.tmp"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(ckpt)
+    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, ckpt)
     sha = file_sha256(ckpt)
     write_json_atomic(folder / "teacher.json", {
         "model": cfg.model, "dataset": suite.dataset, "config_hash": h, "config": asdict(cfg),

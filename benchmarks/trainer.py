@@ -21,6 +21,7 @@ from torch import nn
 from kdbench.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from kdbench.data import Dataset, Split, test_batches, train_batches
 from kdbench.environment import rng_state, set_rng_state
+from kdbench.errors import StorageError
 from kdbench.method import Method, TrainingProgress, forward_taps_for
 from kdbench.models.tapped import TappedModel
 from kdbench.timing import Timer
@@ -94,12 +95,15 @@ def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig) -> Cel
 
 def run_as(c: Cell, fn: Callable[[], None], timer: Timer | None = None) -> None:
     """``fn()`` under the cell's random state, timed by ``timer`` (default: the cell's own training
-    time); an exception fails the cell, not the caller."""
+    time); an exception fails the cell, not the caller, except a failed write (disk full), which
+    would fail every cell after it: that stops the run."""
     device = c.own.device
     set_rng_state(c.rng, device)
     try:
         with (timer or c.own).region():
             fn()
+    except StorageError:
+        raise
     except Exception as exc:  # one cell's bug must not stop the cells that share its stream
         c.fail(exc)
     finally:

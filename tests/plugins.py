@@ -24,14 +24,15 @@ class Explodes(Method):
 
 
 class GoesNaN(Method):
-    """Returns a NaN loss in the second epoch: the run must end as diverged."""
+    """Returns a NaN loss at the fourth step of the second epoch: the run must end as diverged,
+    saying where."""
 
     name = "goes_nan"
     paper = "test plugin"
 
     def losses(self, s, t, y, progress):
         ce = F.cross_entropy(s.logits, y)
-        return {"ce": ce * (torch.nan if progress.epoch >= 1 else 1.0)}
+        return {"ce": ce * (torch.nan if (progress.epoch, progress.step) >= (1, 3) else 1.0)}
 
 
 class FailsInPrepare(Method):

@@ -96,7 +96,14 @@ def test_fashion_mnist_from_data_dir(tmp_path, monkeypatch):
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "absent")
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
-        D.load_dataset("fashion_mnist", data_dir=tmp_path)
+        D.load_dataset("fashion_mnist")
+
+
+def test_a_named_data_dir_is_the_only_one_read_and_missing_files_are_named(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
+    with pytest.raises(DataError, match=r"lacks train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                                        r"t10k-labels-idx1-ubyte \(plain or .gz\)"):
+        D.load_dataset("fashion_mnist", data_dir=tmp_path)  # the Debian copy is there, and not used
 
 
 def test_truncated_idx_is_data_error(tmp_path):

@@ -53,7 +53,7 @@ def test_bad_declarations_are_refused():
         name = "bad_tap"
         teacher_taps = frozenset({"attention"})
 
-    with pytest.raises(TypeError, match="non-empty identifier"):
+    with pytest.raises(TypeError, match="non-empty ASCII identifier"):
         registry.register(NoName)
     with pytest.raises(TypeError, match="unknown taps"):
         registry.register(BadTap)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdbench.paths import check_writable_folder, plain_name, under
 from kdbench.report.facts import suite_facts
 from kdbench.report.figures import draw_figures
 from kdbench.report.leaderboard import leaderboard_markdown
@@ -18,8 +19,9 @@ from kdbench.report.tables import runs_table, summary_table
 
 def build_report(suite: str, results_dir: str | Path = "results", report_dir: str | Path = "report") -> Path:
     """Write ``<report_dir>/<suite>/`` (runs.csv, summary.csv, figures/, leaderboard.md); returns the leaderboard."""
+    plain_name(suite, "suite")
     loaded = load_runs(results_dir, suite)
-    out = Path(report_dir) / suite
+    out = under(check_writable_folder(report_dir, "--report-dir"), suite)
     out.mkdir(parents=True, exist_ok=True)
     runs_table(loaded.records).to_csv(out / "runs.csv", index=False)
     summary = summary_table(loaded.records)

@@ -1,0 +1,389 @@
+"""Bad input, as a new user would type it: each case exits with status 2, says what is wrong in one
+line on stderr (no traceback), and writes nothing: not a record, not a folder, not a lock file.
+
+A case is a function of the test's folder that returns the command line; it may write the suite
+file, damaged data or a damaged cache it needs first. The folder is snapshotted after that set-up
+and compared after the command.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from kdbench.cli import main
+from kdbench.config import SUITES_DIR
+
+
+# ---------------------------------------------------------------------------------------- set-up
+
+
+@dataclass
+class Env:
+    tmp: Path
+    trained: Path | None  # results of one tiny run (teacher and a record), when the case needs it
+    holder: subprocess.Popen | None = None  # a process holding a lock, killed after the case
+
+    @property
+    def results(self) -> Path:
+        return self.tmp / "r"
+
+    def suite(self, **overrides) -> str:
+        """The smoke suite with overrides (``teacher__seed`` for nested keys), written to a file."""
+        raw = yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())
+        raw["name"] = "tiny"
+        for key, value in overrides.items():
+            node, *path = key.split("__")
+            target = raw
+            for part in [node, *path][:-1]:
+                target = target[part]
+            target[[node, *path][-1]] = value
+        path = self.tmp / "suite.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return str(path)
+
+    def run(self, *args: str, suite: str = "smoke") -> list[str]:
+        return ["run", suite, "--results-dir", str(self.results), "--no-progress", *args]
+
+    def fmnist(self, damage: Callable[[Path], None] | None = None) -> str:
+        """A small Fashion-MNIST folder in the real idx format, then damaged by ``damage``."""
+        folder = self.tmp / "fmnist"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for split, n in (("train", 60), ("t10k", 20)):
+            _idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+            _idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+        if damage is not None:
+            damage(folder)
+        return str(folder)
+
+    def cifar(self, test_file: bytes) -> str:
+        """A CIFAR-100 folder whose training file is real and whose test file holds ``test_file``."""
+        folder = self.tmp / "cifar" / "cifar-100-python"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        entry = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "fine_labels": [0, 1, 2, 3]}
+        (folder / "train").write_bytes(pickle.dumps(entry))
+        (folder / "test").write_bytes(test_file)
+        return str(folder.parent)
+
+    def teacher(self, damage: Callable[[Path, dict], dict | None]) -> list[str]:
+        """A copy of the trained results with the teacher's files damaged; ``damage(folder, meta)``
+        may return the content of a new teacher.json (a dict or a list)."""
+        shutil.copytree(self.trained, self.results)
+        (folder,) = [p for p in (self.results / "teachers").iterdir() if p.is_dir()]
+        meta = json.loads((folder / "teacher.json").read_text())
+        new = damage(folder, meta)
+        if isinstance(new, (dict, list)):
+            (folder / "teacher.json").write_text(json.dumps(new))
+        return self.run("--seeds", "1", suite=str(self.trained / "suite.yaml"))
+
+
+def _idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _resave(folder: Path, meta: dict, obj) -> dict:
+    """Replace teacher.pt by ``obj`` and record its sha256, as an attacker or a bad tool would."""
+    torch.save(obj, folder / "teacher.pt")
+    return {**meta, "sha256": hashlib.sha256((folder / "teacher.pt").read_bytes()).hexdigest()}
+
+
+class RunsCode:
+    """Unpickling this executes code that leaves a marker file: what every loader must refuse."""
+
+    marker: Path
+
+    @classmethod
+    def at(cls, folder: Path) -> "RunsCode":
+        cls.marker = folder / "code-ran"
+        return cls()
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _malicious(folder: Path, meta: dict) -> dict:
+    return _resave(folder, meta, {"classifier.bias": RunsCode.at(folder.parent.parent.parent)})
+
+
+def _unwritable() -> str:
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            pytest.skip("/sys is writable here")
+    except OSError:
+        return "/sys/kdbench-results"
+
+
+def _hold_lock(e: Env) -> list[str]:
+    """Another live process holds the suite's run lock."""
+    e.results.joinpath("smoke").mkdir(parents=True)
+    lock = e.results / "smoke" / ".run.lock"
+    lock.touch()
+    code = (f"import filelock, sys, time; l = filelock.FileLock({str(lock)!r}); l.acquire(); "
+            "print('held', flush=True); time.sleep(600)")
+    e.holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert e.holder.stdout.readline().strip() == "held"
+    return e.run("--methods", "student_ce", "--seeds", "0")
+
+
+# ----------------------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Bad:
+    id: str
+    fragment: str
+    argv: Callable[[Env], list[str]]
+    needs: str = ""  # "data": the real Fashion-MNIST; "trained": a trained tiny teacher
+
+
+def S(id, fragment, **overrides):  # noqa: N802 (a case of the suite file)
+    return Bad(id, fragment, lambda e: e.run(suite=e.suite(**overrides)))
+
+
+def C(id, fragment, *args, needs=""):  # noqa: N802 (a case of the command line)
+    return Bad(id, fragment, lambda e: e.run(*args), needs)
+
+
+def D(id, fragment, damage):  # noqa: N802 (a case of a damaged Fashion-MNIST file)
+    return Bad(id, fragment, lambda e: e.run("--data-dir", e.fmnist(damage)))
+
+
+def T(id, fragment, damage):  # noqa: N802 (a case of a damaged teacher cache)
+    return Bad(id, fragment, lambda e: e.teacher(damage), "trained")
+
+
+def _write(name, data: bytes):
+    return lambda f: (f / name).write_bytes(data)
+
+
+def _gz_cut(f: Path):
+    p = f / "train-images-idx3-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:-200])
+
+
+def _unlink(name):
+    return lambda f: (f / name).unlink()
+
+
+CASES = [
+    # the command line
+    Bad("unknown-suite", "unknown suite 'no-such-suite'", lambda e: e.run(suite="no-such-suite")),
+    Bad("no-command", "the following arguments are required", lambda e: []),
+    Bad("unknown-command", "invalid choice: 'frobnicate'", lambda e: ["frobnicate"]),
+    C("unknown-option", "unrecognized arguments: --bogus", "--bogus"),
+    C("seed-not-a-number", "invalid int value: 'abc'", "--seeds", "abc"),
+    C("seed-negative", "--seeds must be at least 0, got -3", "--seeds", "-3"),
+    C("seed-2^70", "--seeds must be at most 4,294,967,295", "--seeds", "1180591620717411303424"),
+    C("seed-2^32", "--seeds must be at most 4,294,967,295", "--seeds", str(2**32)),
+    C("unknown-method", "unknown method 'nope'", "--methods", "nope"),
+    C("method-path", "unknown method '../../x'", "--methods", "../../x"),
+    C("device-meta", "unknown device 'meta'; use auto, cpu, cuda or cuda:N", "--device", "meta"),
+    C("device-gpu", "unknown device 'gpu'", "--device", "gpu"),
+    C("device-empty", "unknown device ''", "--device", ""),
+    C("device-cuda-absent", "CUDA is not available", "--device", "cuda:0", needs="no_cuda"),
+    C("data-dir-absent", "is not a folder", "--data-dir", "/nonexistent/fmnist"),
+    Bad("data-dir-a-file", "is not a folder",
+        lambda e: e.run("--data-dir", str(Path(e.fmnist()) / "train-images-idx3-ubyte.gz"))),
+    Bad("results-dir-a-file", "is not a folder",
+        lambda e: (e.tmp.joinpath("f").write_text("x"), e.run("--results-dir", str(e.tmp / "f")))[1],
+        "data"),
+    Bad("results-dir-under-a-file", "is not a folder",
+        lambda e: (e.tmp.joinpath("f").write_text("x"), e.run("--results-dir", str(e.tmp / "f" / "r")))[1],
+        "data"),
+    Bad("results-dir-unwritable", "cannot be written", lambda e: e.run("--results-dir", _unwritable()), "data"),
+    Bad("report-unknown-suite", "no run records for suite 'nope'",
+        lambda e: ["report", "nope", "--results-dir", str(e.results), "--report-dir", str(e.tmp / "rep")]),
+    Bad("report-suite-path", "suite '../../x' must be a plain name",
+        lambda e: ["report", "../../x", "--results-dir", str(e.results), "--report-dir", str(e.tmp / "rep")]),
+    Bad("run-lock-held", "is being run in", _hold_lock, "data"),
+    # Fashion-MNIST files named by --data-dir
+    D("data-dir-empty", "lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+      "t10k-labels-idx1-ubyte", lambda f: [p.unlink() for p in f.iterdir()]),
+    D("data-file-missing", "lacks t10k-labels-idx1-ubyte (plain or .gz)", _unlink("t10k-labels-idx1-ubyte.gz")),
+    D("gz-truncated", "train-images-idx3-ubyte.gz cannot be read: Compressed file ended", _gz_cut),
+    D("gz-not-gzip", "train-labels-idx1-ubyte.gz cannot be read: Not a gzipped file",
+      _write("train-labels-idx1-ubyte.gz", b"this is not gzip at all")),
+    D("idx-one-byte", "t10k-labels-idx1-ubyte is not an idx file: 1 byte(s)",
+      lambda f: (_unlink("t10k-labels-idx1-ubyte.gz")(f), _write("t10k-labels-idx1-ubyte", b"\x00")(f))),
+    D("idx-bad-magic", "is not a uint8 idx file",
+      lambda f: _idx(f / "t10k-labels-idx1-ubyte.gz", np.zeros((2, 2, 2, 2, 2)))),
+    D("idx-body-short", "is truncated: 10 bytes of 20",
+      lambda f: (f / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(
+          struct.pack(">HBBI", 0, 8, 1, 20) + bytes(10)))),
+    D("idx-header-short", "its header is cut short",
+      lambda f: (f / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">HBB", 0, 8, 3)))),
+    D("labels-count", "60 images but 59 labels",
+      lambda f: _idx(f / "train-labels-idx1-ubyte.gz", np.zeros(59))),
+    D("images-shape", "expected N×28×28 images and N labels, got (60, 32, 32)",
+      lambda f: _idx(f / "train-images-idx3-ubyte.gz", np.zeros((60, 32, 32)))),
+    D("label-not-a-class", "label 12 is not a class (0-9)",
+      lambda f: _idx(f / "t10k-labels-idx1-ubyte.gz", np.full(20, 12))),
+    # CIFAR's python release, named by --data-dir
+    Bad("cifar-missing", "cifar100 not found: ", lambda e: e.run("--data-dir", str(e.tmp), suite="cifar100-crd")),
+    Bad("cifar-not-a-pickle", "cifar100 files in", lambda e: e.run("--data-dir", e.cifar(b"not a pickle"),
+                                                                  suite="cifar100-crd")),
+    Bad("cifar-pickle-runs-code", "asks for builtins.exec, which a data file never needs",
+        lambda e: e.run("--data-dir", e.cifar(pickle.dumps(RunsCode.at(e.tmp))), suite="cifar100-crd")),
+    Bad("cifar-wrong-keys", "is not a CIFAR batch: it lacks 'data' or 'fine_labels'",
+        lambda e: e.run("--data-dir", e.cifar(pickle.dumps({"data": 1})), suite="cifar100-crd")),
+    # the suite file
+    Bad("yaml-malformed", "not valid YAML at line 3",
+        lambda e: (e.tmp.joinpath("s.yaml").write_text("name: x\nteacher: [unclosed\n"),
+                   e.run(suite=str(e.tmp / "s.yaml")))[1]),
+    Bad("yaml-a-list", "expected a mapping, got list",
+        lambda e: (e.tmp.joinpath("s.yaml").write_text("- 1\n- 2\n"), e.run(suite=str(e.tmp / "s.yaml")))[1]),
+    Bad("yaml-empty", "expected a mapping, got NoneType",
+        lambda e: (e.tmp.joinpath("s.yaml").write_text(""), e.run(suite=str(e.tmp / "s.yaml")))[1]),
+    S("unknown-key", "unknown key(s) extra_key", extra_key=1),
+    S("unknown-dataset", "unknown dataset 'imagenet'", dataset="imagenet"),
+    S("unknown-student", "unknown model 'resnet1000'", student__model="resnet1000"),
+    S("unknown-teacher", "unknown model 'vit_huge'", teacher__model="vit_huge"),
+    S("name-escapes", "suite name '../../escaped' must be a plain name", name="../../escaped"),
+    S("name-absolute", "suite name '/tmp/escaped' must be a plain name", name="/tmp/escaped"),
+    S("name-subfolder", "suite name 'a/b' must be a plain name", name="a/b"),
+    S("name-hidden", "suite name '.hidden' must be a plain name", name=".hidden"),
+    S("name-not-a-string", "name must be a non-empty string, got 3", name=3),
+    S("label-escapes", "method label '../x' must be a plain name",
+      methods=[{"method": "vanilla_kd", "label": "../x"}]),
+    S("method-entry-escapes", "method '../x' must be a plain name", methods=["../x"]),
+    S("labels-repeated", "method labels are repeated", methods=["vanilla_kd", "vanilla_kd"]),
+    S("methods-neither", "methods must be 'all' or a non-empty list", methods="some"),
+    S("methods-empty", "methods must be 'all' or a non-empty list", methods=[]),
+    S("seeds-empty", "seeds must be a non-empty list", seeds=[]),
+    S("seeds-repeated", "seeds are repeated", seeds=[1, 1]),
+    S("seed-negative-in-suite", "seeds must be at least 0, got -1", seeds=[-1]),
+    S("seed-2^70-in-suite", "seeds must be at most 4,294,967,295", seeds=[2**70]),
+    S("teacher-seed-2^70", "teacher.seed must be at most 4,294,967,295", teacher__seed=2**70),
+    S("seed-a-string", "seeds must be an integer, got 'a'", seeds=["a"]),
+    S("epochs-zero", "epochs must be at least 1", train__epochs=0),
+    S("epochs-negative", "epochs must be at least 1", train__epochs=-1),
+    S("epochs-10^12", "train.epochs must be at most 10,000, got 1,000,000,000,000", train__epochs=10**12),
+    S("epochs-a-formula", "epochs must be an integer, got '10**12'", train__epochs="10**12"),
+    S("teacher-epochs-10^12", "teacher.train.epochs must be at most 10,000", teacher__train__epochs=10**12),
+    S("batch-zero", "batch_size must be at least 1", train__batch_size=0),
+    S("batch-huge", "batch_size must be at most 65,536", train__batch_size=10**9),
+    S("lr-nan", "optimizer.lr must be a finite number, got nan", train__optimizer__lr=float("nan")),
+    S("lr-inf", "optimizer.lr must be a finite number, got inf", train__optimizer__lr=float("inf")),
+    S("lr-huge-integer", "optimizer.lr must be a finite number, got a huge integer", train__optimizer__lr=10**400),
+    S("lr-negative", "lr must be positive", train__optimizer__lr=-0.1),
+    S("lr-zero", "lr must be positive", train__optimizer__lr=0),
+    S("momentum-5", "momentum must be at most 1, got 5", train__optimizer__momentum=5),
+    S("weight-decay-negative", "weight_decay must be non-negative", train__optimizer__weight_decay=-1),
+    S("weight-decay-nan", "weight_decay must be a finite number", teacher__train__optimizer__weight_decay=float("nan")),
+    S("gamma-inf", "schedule.gamma must be a finite number",
+      train__schedule={"name": "multistep", "milestones": [1], "gamma": float("inf")}),
+    S("milestones-decreasing", "milestones must be increasing epochs, got [2, 1]",
+      train__schedule={"name": "multistep", "milestones": [2, 1]}),
+    S("milestones-not-epochs", "milestones must be an integer, got 'x'",
+      train__schedule={"name": "multistep", "milestones": ["x"]}),
+    S("unknown-optimizer", "unknown optimizer 'lion'", train__optimizer={"name": "lion"}),
+    S("unknown-schedule", "unknown schedule 'onecycle'", train__schedule={"name": "onecycle"}),
+    S("adamw-momentum", "optimizer: unknown key(s) momentum", train__optimizer={"name": "adamw", "momentum": 0.9}),
+    S("nesterov-a-string", "optimizer.nesterov must be true or false, got 'false'", train__optimizer__nesterov="false"),
+    S("min-acc-150", "min_acc must be at most 100, got 150", teacher__min_acc=150),
+    S("train-size-zero", "train_size must be at least 1", train_size=0),
+    S("unknown-hyperparameter", "no hyperparameter 'temperature'",
+      methods=[{"method": "vanilla_kd", "hyperparameters": {"temperature": 4}}]),
+    S("T-zero", "'T' must be > 0, got 0", methods=[{"method": "vanilla_kd", "hyperparameters": {"T": 0}}]),
+    S("T-negative", "'T' must be > 0, got -1", methods=[{"method": "vanilla_kd", "hyperparameters": {"T": -1}}]),
+    S("alpha-nan", "'alpha' must be finite",
+      methods=[{"method": "vanilla_kd", "hyperparameters": {"alpha": float("nan")}}]),
+    S("rho-zero", "'rho' must be in (0, 1], got 0", methods=[{"method": "kr_sparse", "hyperparameters": {"rho": 0}}]),
+    S("k-above-classes", "k must be at most classes − 1 = 9",
+      methods=[{"method": "bregman_pca", "hyperparameters": {"k": 10}}]),
+    S("feature-unknown", "'feature' must be one of",
+      methods=[{"method": "kernel_nystrom", "hyperparameters": {"feature": "middle"}}]),
+    Bad("train-size-beyond-data", "train_size is 70,000, but fashion_mnist's training set has 60,000 images",
+        lambda e: e.run(suite=e.suite(train_size=70_000)), "data"),
+    Bad("test-size-beyond-data", "test_size is 20,000, but fashion_mnist's test set has 10,000 images",
+        lambda e: e.run(suite=e.suite(test_size=20_000)), "data"),
+    Bad("teacher-train-size-beyond-data", "teacher.train_size is 100,000",
+        lambda e: e.run(suite=e.suite(teacher__train_size=100_000)), "data"),
+    # a damaged teacher cache
+    T("teacher-json-truncated", "teacher.json is unreadable",
+      lambda f, m: (f / "teacher.json").write_text(json.dumps(m)[:40])),
+    T("teacher-json-a-list", "lacks the checkpoint's sha256 or test_acc", lambda f, m: [1, 2]),
+    T("teacher-json-no-sha256", "lacks the checkpoint's sha256 or test_acc",
+      lambda f, m: {k: v for k, v in m.items() if k != "sha256"}),
+    T("teacher-pt-missing", "teacher.pt is missing", lambda f, m: (f / "teacher.pt").unlink()),
+    T("teacher-pt-altered", "has sha256", lambda f, m: (f / "teacher.pt").write_bytes(
+        (f / "teacher.pt").read_bytes()[:-1] + b"!")),
+    T("teacher-pt-not-a-state-dict", "holds a list, not a state dict", lambda f, m: _resave(f, m, [1, 2])),
+    T("teacher-pt-wrong-keys", "cannot be loaded (Error(s) in loading state_dict",
+      lambda f, m: _resave(f, m, {"w": torch.zeros(1)})),
+    T("teacher-pt-runs-code", "cannot be loaded (Weights only load failed", _malicious),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny suite run to the end: a cached teacher and a record, for the cases that damage them."""
+    folder = tmp_path_factory.mktemp("trained")
+    raw = yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())
+    raw.update(name="tiny", train_size=300, test_size=200, methods=["vanilla_kd"], seeds=[0])
+    raw["teacher"]["train_size"] = 300
+    raw["train"]["epochs"] = 1
+    (folder / "suite.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["run", str(folder / "suite.yaml"), "--results-dir", str(folder), "--no-progress"]) == 0
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every path under ``folder`` with its content's digest (folders as "dir")."""
+    return {
+        str(p.relative_to(folder)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_the_matrix_is_large_and_its_ids_unique():
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys, request):
+    if case.needs == "no_cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    if case.needs in ("data", "trained"):
+        request.getfixturevalue("needs_fashion_mnist")
+    env = Env(tmp_path / "t", request.getfixturevalue("trained") if case.needs == "trained" else None)
+    env.tmp.mkdir()
+    try:
+        argv = case.argv(env)
+        capsys.readouterr()
+        before = snapshot(tmp_path)
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    finally:
+        if env.holder is not None:
+            env.holder.kill()
+            env.holder.wait()
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("kdbench: error:") and "Traceback" not in err, err
+    assert case.fragment in lines[0], lines[0]
+    assert snapshot(tmp_path) == before, "a file or folder was written"
+    assert not (tmp_path / "code-ran").exists() and not list(tmp_path.rglob("code-ran"))
