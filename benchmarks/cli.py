@@ -10,18 +10,24 @@ import argparse
 import os
 import sys
 
-from kdbench.errors import KDBenchError
+from kdbench.errors import GroupsCrashed, KDBenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from kdbench.config import load_suite
     from kdbench.runner import run_suite
 
+    from kdbench.executors import executor_config
+
     suite = load_suite(args.suite)
+    flags = {"threads": args.threads, "partition": args.partition, "time_min": args.time_min,
+             "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task,
+             "array_parallelism": args.array_parallelism, "address": args.ray_address, "cpus": args.ray_cpus}
+    executor = executor_config(args.executor, flags, suite.executor, "--executor")
     records = run_suite(
         suite, methods=args.methods, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
         download=args.download, results_dir=args.results_dir,
-        progress=False if args.no_progress else None, lockstep=not args.no_lockstep,
+        progress=False if args.no_progress else None, lockstep=not args.no_lockstep, executor=executor,
     )
     bad = [r for r in records if r["status"] != "ok"]
     print(f"{len(records)} runs in {args.results_dir}/{suite.name}/runs: "
@@ -84,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-lockstep", action="store_true",
                      help="train cells one at a time (each with its own teacher pass) instead of a seed's "
                           "cells together; same records, for comparison and debugging")
+    ex = run.add_argument_group("executors", "where the groups run (default: here); see README, "
+                                "'Running on a cluster'. A suite's executor: section sets these too")
+    ex.add_argument("--executor", metavar="KIND", help="local (default), processes[:N], slurm, slurm-local, ray")
+    ex.add_argument("--threads", type=int, help="torch threads per cell's process (recorded; CPU results are "
+                                                "bitwise equal at equal threads)")
+    ex.add_argument("--partition", help="slurm: the partition")
+    ex.add_argument("--time-min", type=int, help="slurm: a task's time limit in minutes (default: 1440)")
+    ex.add_argument("--gpus-per-task", type=float, help="slurm, ray: GPUs per group")
+    ex.add_argument("--cpus-per-task", type=int, help="slurm, ray: CPUs per group (default: --threads, else 1)")
+    ex.add_argument("--array-parallelism", type=int, help="slurm: array tasks running at once")
+    ex.add_argument("--ray-address", help="ray: an existing cluster's address (default: a local cluster)")
+    ex.add_argument("--ray-cpus", type=int, help="ray: the local cluster's CPUs (default: this machine's)")
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records")
@@ -107,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except GroupsCrashed as exc:  # not bad input: a worker died; what finished is kept
+        print(f"kdbench: error: {exc}", file=sys.stderr)
+        return 1
     except KDBenchError as exc:
         print(f"kdbench: error: {exc}", file=sys.stderr)
         return 2

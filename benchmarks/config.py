@@ -100,6 +100,7 @@ class SuiteConfig:
     path: str
     train_size: int | None = None  # students train on the first N training images (default: all)
     test_size: int | None = None  # evaluate on the first N test images (default: all)
+    executor: dict | None = None  # where the groups run (validated; the command line overrides it)
 
     def entry(self, label: str) -> MethodEntry:
         for e in self.methods:
@@ -141,7 +142,7 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     where = str(path)
     top = _mapping(raw, where)
     _keys(top, where, required={"name", "dataset", "teacher", "student", "train", "methods", "seeds"},
-          optional={"description", "train_size", "test_size"})
+          optional={"description", "train_size", "test_size", "executor"})
     dataset = _str(top["dataset"], f"{where}: dataset")
     if dataset not in DATASETS:
         raise ConfigError(f"{where}: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
@@ -178,7 +179,18 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
         path=where,
         train_size=_optional_int(top.get("train_size"), f"{where}: train_size"),
         test_size=_optional_int(top.get("test_size"), f"{where}: test_size"),
+        executor=_executor(top.get("executor"), where),
     )
+
+
+def _executor(raw: Any, where: str) -> dict | None:
+    if raw is None:
+        return None
+    from kdbench.executors import parse_executor
+
+    section = dict(_mapping(raw, f"{where}: executor"))
+    parse_executor(section, where)
+    return section
 
 
 def _methods(raw: Any, where: str) -> tuple[MethodEntry, ...]:

@@ -23,3 +23,8 @@ class ReportError(KDBenchError):
 
 class StorageError(KDBenchError):
     """A result could not be written (disk full, folder removed): the run stops, saying what was kept."""
+
+
+class GroupsCrashed(KDBenchError):
+    """A worker running a group died or raised (killed, out of memory, a node lost): the run exits
+    non-zero; what finished is recorded, and a rerun resumes the rest."""

@@ -1,4 +1,5 @@
-"""Locks on a results folder that several processes may share, through ``filelock``.
+"""Locks around what several processes sharing a results folder would otherwise compute twice (a
+teacher, offline targets), through ``filelock``; a cell's claim (``claims.py``) is one too.
 
 They are ``flock`` locks: the kernel frees one when the process holding it dies, so a lock left by a
 killed run is simply taken by the next one, with no stale-lock guessing. The lock files themselves
@@ -12,25 +13,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from filelock import FileLock, Timeout
-
-from kdbench.errors import ConfigError
-from kdbench.paths import under
-
-
-def suite_lock(results_dir: Path, suite: str) -> FileLock:
-    """Held for the whole of ``kdbench run``: a second run of the same suite in the same folder
-    would train every cell again, so it is refused at once, in one line."""
-    folder = under(results_dir, suite)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / ".run.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ConfigError(
-            f"suite {suite!r} is being run in {results_dir} by another live kdbench process (it holds "
-            f"{lock.lock_file}); wait for it to end, or pass another --results-dir"
-        ) from None
-    return lock
 
 
 @contextmanager

@@ -12,24 +12,28 @@ Guarantees:
   ``diverged``) is skipped; ``failed`` cells are retried;
 - nothing lost: each epoch ends with a checkpoint per cell, and an interrupted group resumes every
   unfinished cell from its own; a NaN loss ends a cell as ``diverged``; an exception ends it as
-  ``failed`` with the error, and the others go on.
+  ``failed`` with the error, and the others go on;
+- shareable: a cell runs under its claim, so processes sharing a results folder (two runs, or the
+  workers of an executor, see ``dispatch.py``) never run one twice.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from kdbench import records
+import torch
+
+from kdbench import claims, records
 from kdbench.cell import CellRun, RunSpec, SharedRun
 from kdbench.config import PROTOCOL_VERSION, MethodEntry, SuiteConfig, check_seed, stable_hash
 from kdbench.data import DATASETS, Dataset, head, load_dataset
 from kdbench.environment import peak_memory, reset_peak_memory, resolve_device, set_determinism
 from kdbench.errors import StorageError
-from kdbench.locks import suite_lock
+from kdbench.executors import ExecutorConfig
 from kdbench.method import Task
 from kdbench.models import build_model
 from kdbench.paths import check_writable_folder
@@ -79,6 +83,33 @@ def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: Teach
     }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A run validated and ready: its cells, device, data and results folder."""
+
+    suite: SuiteConfig
+    specs: list[RunSpec]
+    device: torch.device
+    data: Dataset
+    teacher_data: Dataset
+    results_dir: Path
+
+
+def prepare(
+    suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, device: str | None,
+    data_dir: str | None, download: bool, results_dir: str | Path,
+) -> Prepared:
+    """Every check a run makes before its first write, in order; the last is the results folder."""
+    specs = plan(suite, methods, seeds)
+    torch_device = resolve_device(device)
+    build_model(suite.student_model, 10)  # unknown model names fail here, before any work
+    build_model(suite.teacher.model, 10)
+    full = load_dataset(suite.dataset, data_dir, torch_device, download)
+    data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
+    teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
+    return Prepared(suite, specs, torch_device, data, teacher_data, check_writable_folder(results_dir))
+
+
 def run_suite(
     suite: SuiteConfig,
     *,
@@ -91,71 +122,117 @@ def run_suite(
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     lockstep: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> list[dict]:
-    """Run (or skip) every cell; returns the records, in plan order."""
-    specs = plan(suite, methods, seeds)
-    torch_device = resolve_device(device)
-    build_model(suite.student_model, 10)  # unknown model names fail here, before any work
-    build_model(suite.teacher.model, 10)
-    full = load_dataset(suite.dataset, data_dir, torch_device, download)
-    data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
-    teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
-    results_dir = check_writable_folder(results_dir)  # the last check, and the first write
-    lock = suite_lock(results_dir, suite.name)
-    bar = Progress(total=len(specs), enabled=progress)
+    """Run (or skip) every cell, here or through ``executor``; returns the records, in plan order."""
+    executor = executor or ExecutorConfig()
+    executor.check_available()
+    p = prepare(suite, methods, seeds, device, data_dir, download, results_dir)
+    bar = Progress(total=len(p.specs), enabled=progress)
     say = log or bar.write
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(executor.threads or threads)  # this process's cells, and the teacher
         with forward_logs(say):
-            return _run(suite, specs, data, teacher_data, torch_device, results_dir, bar, say, lockstep)
+            if executor.kind == "local":
+                return run_here(p, bar, say, lockstep)
+            from kdbench.dispatch import run_dispatched  # it builds on this module
+
+
+            return run_dispatched(p, executor, data_dir, device, bar, say, lockstep)
     finally:
+        torch.set_num_threads(threads)
         bar.close()
-        lock.release()
 
 
-def _run(suite, specs, data, teacher_data, torch_device, results_dir, bar, say, lockstep) -> list[dict]:
-    deterministic = set_determinism(torch_device)
-    teacher, tinfo, teacher_test_features = None, None, None
-    if any(c.method_cls.needs_teacher() for c in specs):
-        teacher, tinfo, teacher_test_features = get_teacher(
-            suite, teacher_data, torch_device, results_dir, deterministic, say
-        )
+def shared_run(p: Prepared, say: Callable[[str], None]) -> SharedRun:
+    """The teacher (verified, or trained now under its lock) and what every cell shares."""
+    deterministic = set_determinism(p.device)
+    teacher, tinfo, features = None, None, None
+    if any(c.method_cls.needs_teacher() for c in p.specs):
+        teacher, tinfo, features = get_teacher(p.suite, p.teacher_data, p.device, p.results_dir, deterministic, say)
         say(f"teacher {tinfo.model}: {tinfo.test_acc:.2f}% test, sha256 {tinfo.sha256[:12]}…")
-    shared = SharedRun(suite, data, torch_device, deterministic, results_dir, teacher, tinfo,
-                       teacher_test_features)
+    return SharedRun(p.suite, p.data, p.device, deterministic, p.results_dir, teacher, tinfo, features)
 
-    out: dict[tuple[str, int], dict] = {}
-    n = len(specs)
-    for group in groups(specs, lockstep):
-        pending = []
-        for spec in group:
-            config = cell_config(suite, spec, data, tinfo)
-            run = CellRun(spec, config, stable_hash(config), shared)
-            old = records.read_record(run.path)
-            if _done_before(old, run.config_hash):
-                run.discard_checkpoint()  # left by a kill between the record's write and its removal
-                out[(spec.entry.label, spec.seed)] = old
-                say(f"[{len(out)}/{n}] {spec.entry.label} seed {spec.seed}: done before ({old['status']}), skipped")
-                bar.advance()
-                continue
-            pending.append(run)
 
+def cell_run(spec: RunSpec, shared: SharedRun) -> CellRun:
+    config = cell_config(shared.suite, spec, shared.data, shared.tinfo)
+    return CellRun(spec, config, stable_hash(config), shared)
+
+
+def done_record(spec: RunSpec, shared: SharedRun) -> dict | None:
+    """The cell's record if it is done (``ok`` or ``diverged`` under the same config hash)."""
+    run = cell_run(spec, shared)
+    old = records.read_record(run.path)
+    if isinstance(old, dict) and old.get("config_hash") == run.config_hash and old.get("status") in ("ok", "diverged"):
+        run.discard_checkpoint()  # left by a kill between the record's write and its removal
+        return old
+    return None
+
+
+def run_here(p: Prepared, bar: Progress, say: Callable[[str], None], lockstep: bool) -> list[dict]:
+    """Every cell of ``p`` in this process, group by group (see :class:`ClaimedRounds`)."""
+    rounds = ClaimedRounds(shared_run(p, say), len(p.specs), bar, say, lockstep)
+    todo = groups(p.specs, lockstep)
+    how_done = "done before"
+    while todo:
+        todo = rounds.run_round(todo, how_done)
+        how_done = "done by another process"
+    return [rounds.out[(s.entry.label, s.seed)] for s in p.specs]
+
+
+class ClaimedRounds:
+    """Cells run under their claims, so processes sharing a results folder never run one twice.
+
+    Each round skips the cells already done, runs the ones this process can claim (a group's
+    claimable cells together), and leaves the rest, held by another live process, for the next
+    round; a round that could claim nothing first waits for one claim to free. A cell whose holder
+    died is claimed and run here then; one whose holder finished is done by the next round."""
+
+    def __init__(self, shared: SharedRun, n: int, bar: Progress, say: Callable[[str], None], lockstep: bool):
+        self.shared, self.n, self.bar, self.say, self.lockstep = shared, n, bar, say, lockstep
+        self.out: dict[tuple[str, int], dict] = {}
+
+    def run_round(self, todo: list[list[RunSpec]], how_done: str) -> list[list[RunSpec]]:
+        left, ran = [], False
+        folder, suite = self.shared.results_dir, self.shared.suite.name
+        for group in todo:
+            pending = [s for s in group if not self._skip_if_done(s, how_done)]
+            held = claims.take(folder, suite, pending)
+            mine = [s for s in pending if (s.entry.label, s.seed) in held]
+            try:
+                self._run([cell_run(s, self.shared) for s in mine])
+            finally:
+                claims.release(held)
+            ran = ran or bool(mine)
+            if rest := [s for s in pending if (s.entry.label, s.seed) not in held]:
+                left.append(rest)
+        if left and not ran:
+            claims.wait_for(folder, suite, left[0][0])
+        return left
+
+    def _skip_if_done(self, spec: RunSpec, how: str) -> bool:
+        rec = done_record(spec, self.shared)
+        if rec is not None:
+            self._finished(rec, f"{spec.entry.label} seed {spec.seed}: {how} ({rec['status']}), skipped")
+        return rec is not None
+
+    def _run(self, runs: list[CellRun]) -> None:
         def done(run: CellRun, rec: dict) -> None:
             records.write_json_atomic(run.path, rec)
             run.discard_checkpoint()  # only now: a kill before the write resumes from it
-            out[(rec["label"], rec["seed"])] = rec
-            say(f"[{len(out)}/{n}] {summary_line(rec)}")
-            bar.advance()
+            self._finished(rec, summary_line(rec))
 
         try:
-            run_group(pending, shared, bar, done, lockstep)
+            run_group(runs, self.shared, self.bar, done, self.lockstep)
         except StorageError as exc:
-            raise StorageError(f"{exc}; {len(out)} of {n} cells are recorded, and rerunning the same "
-                               "command resumes the rest from their checkpoints") from None
-    return [out[(s.entry.label, s.seed)] for s in specs]
+            raise StorageError(f"{exc}; {len(self.out)} of {self.n} cells are recorded, and rerunning the "
+                               "same command resumes the rest from their checkpoints") from None
 
-
-def _done_before(old: dict | None, config_hash: str) -> bool:
-    return isinstance(old, dict) and old.get("config_hash") == config_hash and old.get("status") in ("ok", "diverged")
+    def _finished(self, rec: dict, line: str) -> None:
+        self.out[(rec["label"], rec["seed"])] = rec
+        self.say(f"[{len(self.out)}/{self.n}] {line}")
+        self.bar.advance()
 
 
 def groups(specs: list[RunSpec], lockstep: bool) -> list[list[RunSpec]]:

@@ -14,8 +14,6 @@ import json
 import pickle
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,6 @@ from kdbench.config import SUITES_DIR
 class Env:
     tmp: Path
     trained: Path | None  # results of one tiny run (teacher and a record), when the case needs it
-    holder: subprocess.Popen | None = None  # a process holding a lock, killed after the case
 
     @property
     def results(self) -> Path:
@@ -132,18 +129,6 @@ def _unwritable() -> str:
         return "/sys/kdbench-results"
 
 
-def _hold_lock(e: Env) -> list[str]:
-    """Another live process holds the suite's run lock."""
-    e.results.joinpath("smoke").mkdir(parents=True)
-    lock = e.results / "smoke" / ".run.lock"
-    lock.touch()
-    code = (f"import filelock, sys, time; l = filelock.FileLock({str(lock)!r}); l.acquire(); "
-            "print('held', flush=True); time.sleep(600)")
-    e.holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert e.holder.stdout.readline().strip() == "held"
-    return e.run("--methods", "student_ce", "--seeds", "0")
-
-
 # ----------------------------------------------------------------------------------------- cases
 
 
@@ -214,7 +199,23 @@ CASES = [
         lambda e: ["report", "nope", "--results-dir", str(e.results), "--report-dir", str(e.tmp / "rep")]),
     Bad("report-suite-path", "suite '../../x' must be a plain name",
         lambda e: ["report", "../../x", "--results-dir", str(e.results), "--report-dir", str(e.tmp / "rep")]),
-    Bad("run-lock-held", "is being run in", _hold_lock, "data"),
+    # executors
+    C("executor-unknown", "unknown executor 'nope'; known: local, processes, slurm, slurm-local, ray",
+      "--executor", "nope"),
+    C("executor-zero-workers", "--executor processes:0 must be an integer from 1 to 4,096", "--executor", "processes:0"),
+    C("executor-count-not-a-number", "--executor processes:two must be an integer", "--executor", "processes:two"),
+    C("executor-count-on-ray", "only processes takes a count", "--executor", "ray:2"),
+    C("executor-oversubscribed", "needs 16,777,216 cores", "--executor", "processes:4096", "--threads", "4096"),
+    C("executor-slurm-absent", "needs SLURM, and sbatch is not on this machine's PATH", "--executor", "slurm",
+      needs="no_sbatch"),
+    C("executor-option-not-its-own", "executor local takes no option(s) partition", "--partition", "gpu"),
+    C("executor-threads-zero", "executor.threads must be an integer from 1", "--threads", "0"),
+    C("executor-gpus-negative", "executor.gpus_per_task must be a number from 0 to 64", "--executor", "ray",
+      "--gpus-per-task", "-1"),
+    S("executor-section-unknown", "unknown executor 'cloud'", executor={"name": "cloud"}),
+    S("executor-section-option", "executor processes takes no option(s) address",
+      executor={"name": "processes", "address": "auto"}),
+    S("executor-section-not-a-mapping", "executor: expected a mapping, got str", executor="processes"),
     # Fashion-MNIST files named by --data-dir
     D("data-dir-empty", "lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
       "t10k-labels-idx1-ubyte", lambda f: [p.unlink() for p in f.iterdir()]),
@@ -364,22 +365,19 @@ def test_the_matrix_is_large_and_its_ids_unique():
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys, request):
     if case.needs == "no_cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is present")
+    if case.needs == "no_sbatch" and shutil.which("sbatch"):
+        pytest.skip("SLURM is present")
     if case.needs in ("data", "trained"):
         request.getfixturevalue("needs_fashion_mnist")
     env = Env(tmp_path / "t", request.getfixturevalue("trained") if case.needs == "trained" else None)
     env.tmp.mkdir()
+    argv = case.argv(env)
+    capsys.readouterr()
+    before = snapshot(tmp_path)
     try:
-        argv = case.argv(env)
-        capsys.readouterr()
-        before = snapshot(tmp_path)
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse's usage errors
-            code = exc.code
-    finally:
-        if env.holder is not None:
-            env.holder.kill()
-            env.holder.wait()
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2, err

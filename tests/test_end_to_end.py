@@ -97,7 +97,7 @@ def test_rerun_skips_completed_cells(smoke_records, capsys):
 
 
 def test_same_cell_twice_is_bitwise_identical(needs_fashion_mnist, write_suite, tmp_path):
-    path = write_suite(seeds=[5])
+    path = write_suite(seeds=[5], train_size=600, test_size=300, teacher={"train_size": 600})
     runs = []
     for d in ("a", "b"):
         assert run(path, tmp_path / d, "--methods", "vanilla_kd") == 0

@@ -1,0 +1,126 @@
+"""A suite run beyond one process gives, cell for cell, the records the in-process run gives (CPU,
+one thread per cell everywhere): through local worker processes, submitit's local executor (the
+SLURM job objects, run as local subprocesses) and a local Ray cluster of 2 CPUs. Processes sharing
+a results folder never run a cell twice, and a worker killed mid-cell loses nothing.
+
+For CI's time these run the smoke suite on 600 training images and three of its methods: one
+without a teacher, one with, and one with offline targets (bregman_pca).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdbench.cli import main
+from kdbench.config import SUITES_DIR
+from tests.test_end_to_end import same_results
+
+METHODS = ["student_ce", "vanilla_kd", "bregman_pca"]
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> str:
+    raw = yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())
+    raw.update(name="smoke", train_size=600, test_size=300, methods=METHODS, seeds=list(SEEDS))
+    raw["teacher"]["train_size"] = 600
+    path = tmp_path_factory.mktemp("suite") / "smoke.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def kdbench(suite: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "kdbench", "run", suite, "--no-progress", "--threads", "1", *args]
+
+
+def records(results: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((results / "smoke" / "runs").glob("*.json"))}
+
+
+def require(module: str) -> None:
+    """The cluster extra is part of the set-up: missing, it is a skip here and a failure in CI."""
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get("KDBENCH_REQUIRE_DATA") == "1":
+            pytest.fail(f"{module} is not installed (the set-up installs kdbench[cluster])")
+        pytest.skip(f"{module} not installed: pip install 'kdbench[cluster]'")
+
+
+@pytest.fixture(scope="module")
+def in_process(needs_fashion_mnist, suite, tmp_path_factory):
+    results = tmp_path_factory.mktemp("local")
+    subprocess.run(kdbench(suite, "--results-dir", str(results)), check=True, capture_output=True, timeout=900)
+    recs = records(results)
+    assert len(recs) == len(METHODS) * len(SEEDS) and all(r["status"] == "ok" for r in recs.values())
+    assert all(r["environment"]["threads"] == 1 for r in recs.values())
+    return results
+
+
+def same_as_in_process(results: Path, in_process: Path) -> None:
+    ours, theirs = records(results), records(in_process)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert ours[name]["environment"]["threads"] == 1, name
+        assert same_results(ours[name], theirs[name]), name
+
+
+@pytest.mark.parametrize("executor,module", [("processes:2", None), ("slurm-local", "submitit"), ("ray", "ray")])
+def test_an_executor_gives_the_in_process_records_bitwise(in_process, suite, tmp_path, executor, module):
+    if module:
+        require(module)
+    extra = ["--ray-cpus", "2"] if executor == "ray" else []
+    done = subprocess.run(kdbench(suite, "--executor", executor, "--results-dir", str(tmp_path), *extra),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 group(s) to" in done.stdout and done.stdout.count(": ok ") == len(METHODS) * len(SEEDS)
+    same_as_in_process(tmp_path, in_process)
+    if executor == "slurm-local":  # submitit's job folders stay under the results folder
+        assert list((tmp_path / "smoke" / "executor-logs").glob("*/*_submitted.pkl"))
+
+
+def test_two_runs_started_together_run_each_cell_once(in_process, suite, tmp_path):
+    procs = [subprocess.Popen(kdbench(suite, "--results-dir", str(tmp_path)), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    cells = sorted((m, str(s)) for m in METHODS for s in SEEDS)
+    trained = [re.findall(r"\] (\w+) seed (\d+): ok  final", out) for out in outs]
+    by_other = [re.findall(r"\] (\w+) seed (\d+): done (?:before|by another process)", out) for out in outs]
+    assert sorted(trained[0] + trained[1]) == cells, outs  # each cell trained once, by one of them
+    assert sorted(trained[0] + by_other[0]) == cells and sorted(trained[1] + by_other[1]) == cells, outs
+    assert sum(out.count("training teacher") for out in outs) == 1, outs
+    same_as_in_process(tmp_path, in_process)
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def test_a_worker_killed_mid_cell_loses_nothing(in_process, suite, tmp_path):
+    driver = subprocess.Popen(kdbench(suite, "--executor", "processes:2", "--results-dir", str(tmp_path)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not list(tmp_path.glob("smoke/checkpoints/*.pt")):  # a worker is mid-cell
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.02)
+    workers = [c for c in children(driver.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+    assert workers, children(driver.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 1, out + err
+    ours = [line for line in err.splitlines() if line.startswith("kdbench:")]  # (multiprocessing warns too)
+    assert len(ours) == 1 and "crashed" in ours[0] and "rerunning the same command" in ours[0], err
+    assert "Traceback" not in err and len(records(tmp_path)) < len(METHODS) * len(SEEDS)
+    assert main(kdbench(suite, "--executor", "processes:2", "--results-dir", str(tmp_path))[3:]) == 0
+    same_as_in_process(tmp_path, in_process)
