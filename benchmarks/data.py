@@ -195,6 +195,7 @@ def _download_fashion_mnist(root: Path):
         raise DataError(f"Fashion-MNIST download failed ({exc}); {_FMNIST_HINT}") from None
     return _load_fashion_mnist(root, download=False)
 
+
 _FMNIST_HINT = (
     "install it with `apt-get install dataset-fashion-mnist` (files land in "
     f"{FASHION_MNIST_DEBIAN_DIR}), pass --data-dir FOLDER holding the four *-idx*-ubyte.gz files, "
