@@ -294,7 +294,6 @@ def check_seed(v: Any, where: str) -> int:
     return _int(v, where, minimum=0, maximum=MAX_SEED)
 
 
-
 def _bool(v: Any, where: str) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{where} must be true or false, got {v!r}")

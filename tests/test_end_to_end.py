@@ -27,6 +27,10 @@ REQUIRED = {
 }
 
 
+#: The first 600 training and 300 test images, for the tests whose point is not the budget.
+SMALL = {"train_size": 600, "test_size": 300, "teacher": {"train_size": 600}}
+
+
 def run(path, results, *extra):
     return main(["run", str(path), "--results-dir", str(results), "--no-progress", *extra])
 
@@ -75,7 +79,7 @@ def test_student_init_is_paired_across_methods(needs_fashion_mnist, write_suite,
         return real_make_cell(student, method, cfg)
 
     monkeypatch.setattr(cell_module, "make_cell", spy)
-    path = write_suite(seeds=[0, 1], train={"epochs": 1, "batch_size": 128})
+    path = write_suite(seeds=[0, 1], train={"epochs": 1, "batch_size": 128}, **SMALL)
     assert run(path, tmp_path, "--methods", "student_ce", "vanilla_kd") == 0
     states = list(captured.values())  # plan order: seed 0 (ce, kd), seed 1 (ce, kd)
     assert len(states) == 4
@@ -97,7 +101,7 @@ def test_rerun_skips_completed_cells(smoke_records, capsys):
 
 
 def test_same_cell_twice_is_bitwise_identical(needs_fashion_mnist, write_suite, tmp_path):
-    path = write_suite(seeds=[5], train_size=600, test_size=300, teacher={"train_size": 600})
+    path = write_suite(seeds=[5], **SMALL)
     runs = []
     for d in ("a", "b"):
         assert run(path, tmp_path / d, "--methods", "vanilla_kd") == 0
@@ -110,7 +114,7 @@ def test_same_cell_twice_is_bitwise_identical(needs_fashion_mnist, write_suite, 
 
 def test_failing_cells_end_alone_and_their_group_goes_on(needs_fashion_mnist, write_suite, tmp_path):
     bad = ["explodes", "goes_nan", "fails_in_prepare", "fails_at_epoch_end"]
-    path = write_suite(seeds=[0], methods=[*bad, "student_ce", "vanilla_kd"])
+    path = write_suite(seeds=[0], methods=[*bad, "student_ce", "vanilla_kd"], **SMALL)
     with registered(Explodes, GoesNaN, FailsInPrepare, FailsAtEpochEnd):
         assert run(path, tmp_path / "group") == 0
     assert run(path, tmp_path / "alone", "--methods", "vanilla_kd") == 0
@@ -155,7 +159,7 @@ def test_lockstep_and_one_at_a_time_give_bitwise_identical_records(smoke_records
 
 
 def test_interrupted_run_resumes_to_the_same_result(needs_fashion_mnist, write_suite, tmp_path, monkeypatch):
-    path = write_suite(seeds=[1], train={"epochs": 3, "batch_size": 128})
+    path = write_suite(seeds=[1], train={"epochs": 3, "batch_size": 128}, **SMALL)
     assert run(path, tmp_path / "whole", "--methods", "vanilla_kd") == 0
     whole = json.loads(record_path(tmp_path / "whole", "tiny", "vanilla_kd", 1).read_text())
 
@@ -178,17 +182,17 @@ def test_interrupted_run_resumes_to_the_same_result(needs_fashion_mnist, write_s
 
 
 def test_changed_hyperparameter_reruns_the_cell(needs_fashion_mnist, write_suite, tmp_path):
-    first = write_suite(seeds=[0], methods=["vanilla_kd"])
+    first = write_suite(seeds=[0], methods=["vanilla_kd"], **SMALL)
     assert run(first, tmp_path) == 0
     h1 = json.loads(record_path(tmp_path, "tiny", "vanilla_kd", 0).read_text())["config_hash"]
-    second = write_suite(seeds=[0], methods=[{"method": "vanilla_kd", "hyperparameters": {"T": 2}}])
+    second = write_suite(seeds=[0], methods=[{"method": "vanilla_kd", "hyperparameters": {"T": 2}}], **SMALL)
     assert run(second, tmp_path) == 0
     rec = json.loads(record_path(tmp_path, "tiny", "vanilla_kd", 0).read_text())
     assert rec["config_hash"] != h1 and rec["hyperparameters"]["T"] == 2.0
 
 
 def test_tampered_teacher_checkpoint_is_an_error(needs_fashion_mnist, write_suite, tmp_path, capsys):
-    path = write_suite(seeds=[0], methods=["vanilla_kd"])
+    path = write_suite(seeds=[0], methods=["vanilla_kd"], **SMALL)
     assert run(path, tmp_path) == 0
     (ckpt,) = (tmp_path / "teachers").glob("*/teacher.pt")
     state = torch.load(ckpt, weights_only=True)
@@ -204,7 +208,7 @@ def test_tampered_teacher_checkpoint_is_an_error(needs_fashion_mnist, write_suit
 def test_lockstep_speed_benchmark_prints_its_ratios_and_splits(needs_fashion_mnist, write_suite, tmp_path, capsys):
     from kdbench.lockstep_speed import main as speed
 
-    path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"])
+    path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"], **SMALL)
     assert speed(["--suite", str(path), "--rounds", "1", "--epochs", "1", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "median ratio over 1 round(s):" in out

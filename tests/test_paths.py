@@ -56,7 +56,7 @@ def test_every_accepted_name_stays_under_the_results_folder(tmp_path):
     rng = random.Random(0)
     alphabet = "ab./\\-_~:$ \x00é0"
     accepted = 0
-    for _ in range(2000):
+    for _ in range(500):
         name = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
         try:
             suite = parse_suite(suite_with(name=name, methods=[{"method": "vanilla_kd", "label": name}]))
@@ -67,4 +67,4 @@ def test_every_accepted_name_stays_under_the_results_folder(tmp_path):
         label = suite.methods[0].label
         assert inside(record_path(tmp_path, suite.name, label, 0), tmp_path)
         assert inside(checkpoint_path(tmp_path, suite.name, label, 0), tmp_path)
-    assert accepted > 50  # the alphabet does produce plain names too
+    assert accepted > 10  # the alphabet does produce plain names too
