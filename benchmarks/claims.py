@@ -20,8 +20,12 @@ def claim_path(results_dir: Path, suite: str, spec: RunSpec) -> Path:
     return under(results_dir, suite, "claims", f"{spec.entry.label}__seed{spec.seed}.lock")
 
 
+def key(spec: RunSpec) -> tuple[str, int]:
+    return spec.entry.label, spec.seed
+
+
 def take(results_dir: Path, suite: str, specs: list[RunSpec]) -> dict[tuple[str, int], FileLock]:
-    """The claims of ``specs`` that no other live process holds, now held by this one."""
+    """The claims of ``specs`` that no other live process holds, now held by this one, by :func:`key`."""
     held = {}
     for spec in specs:
         path = claim_path(results_dir, suite, spec)
@@ -31,7 +35,7 @@ def take(results_dir: Path, suite: str, specs: list[RunSpec]) -> dict[tuple[str,
             lock.acquire()
         except Timeout:
             continue
-        held[(spec.entry.label, spec.seed)] = lock
+        held[key(spec)] = lock
     return held
 
 

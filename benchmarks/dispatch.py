@@ -10,7 +10,7 @@ from kdbench.executors import ExecutorConfig, dispatch
 from kdbench.jobs import GroupJob
 from kdbench.paths import under
 from kdbench.progress import Progress
-from kdbench.runner import Prepared, done_record, groups, shared_run, summary_line
+from kdbench.runner import Prepared, cell_run, done_record, groups, shared_run, summary_line
 
 
 def run_dispatched(
@@ -29,7 +29,7 @@ def run_dispatched(
     for group in groups(p.specs, lockstep):  # without lockstep, a job per cell
         pending = []
         for spec in group:
-            rec = done_record(spec, shared)
+            rec = done_record(cell_run(spec, shared))
             if rec is None:
                 pending.append(spec.entry.label)
             else:

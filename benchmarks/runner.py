@@ -160,9 +160,8 @@ def cell_run(spec: RunSpec, shared: SharedRun) -> CellRun:
     return CellRun(spec, config, stable_hash(config), shared)
 
 
-def done_record(spec: RunSpec, shared: SharedRun) -> dict | None:
+def done_record(run: CellRun) -> dict | None:
     """The cell's record if it is done (``ok`` or ``diverged`` under the same config hash)."""
-    run = cell_run(spec, shared)
     old = records.read_record(run.path)
     if isinstance(old, dict) and old.get("config_hash") == run.config_hash and old.get("status") in ("ok", "diverged"):
         run.discard_checkpoint()  # left by a kill between the record's write and its removal
@@ -197,24 +196,25 @@ class ClaimedRounds:
         left, ran = [], False
         folder, suite = self.shared.results_dir, self.shared.suite.name
         for group in todo:
-            pending = [s for s in group if not self._skip_if_done(s, how_done)]
-            held = claims.take(folder, suite, pending)
-            mine = [s for s in pending if (s.entry.label, s.seed) in held]
+            runs = [cell_run(s, self.shared) for s in group]
+            pending = [r for r in runs if not self._skip_if_done(r, how_done)]
+            held = claims.take(folder, suite, [r.spec for r in pending])
+            mine = [r for r in pending if claims.key(r.spec) in held]
             try:
-                self._run([cell_run(s, self.shared) for s in mine])
+                self._run(mine)
             finally:
                 claims.release(held)
             ran = ran or bool(mine)
-            if rest := [s for s in pending if (s.entry.label, s.seed) not in held]:
+            if rest := [r.spec for r in pending if claims.key(r.spec) not in held]:
                 left.append(rest)
         if left and not ran:
             claims.wait_for(folder, suite, left[0][0])
         return left
 
-    def _skip_if_done(self, spec: RunSpec, how: str) -> bool:
-        rec = done_record(spec, self.shared)
+    def _skip_if_done(self, run: CellRun, how: str) -> bool:
+        rec = done_record(run)
         if rec is not None:
-            self._finished(rec, f"{spec.entry.label} seed {spec.seed}: {how} ({rec['status']}), skipped")
+            self._finished(rec, f"{run.spec.entry.label} seed {run.spec.seed}: {how} ({rec['status']}), skipped")
         return rec is not None
 
     def _run(self, runs: list[CellRun]) -> None:

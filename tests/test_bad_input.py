@@ -202,7 +202,8 @@ CASES = [
     # executors
     C("executor-unknown", "unknown executor 'nope'; known: local, processes, slurm, slurm-local, ray",
       "--executor", "nope"),
-    C("executor-zero-workers", "--executor processes:0 must be an integer from 1 to 4,096", "--executor", "processes:0"),
+    C("executor-zero-workers", "--executor processes:0 must be an integer from 1 to 4,096",
+      "--executor", "processes:0"),
     C("executor-count-not-a-number", "--executor processes:two must be an integer", "--executor", "processes:two"),
     C("executor-count-on-ray", "only processes takes a count", "--executor", "ray:2"),
     C("executor-oversubscribed", "needs 16,777,216 cores", "--executor", "processes:4096", "--threads", "4096"),

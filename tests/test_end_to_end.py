@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
 from kdbench.cli import main
 from kdbench.config import load_suite
-from kdbench.errors import TeacherError
 from kdbench.records import record_path
 from kdbench import cell as cell_module
 from kdbench import runner
