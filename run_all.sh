@@ -39,7 +39,7 @@ setup_python() {
     echo "run_all.sh: installing $TORCH_PIN and kdbench into .venv (first time: a few minutes)" >&2
     "$PY" -m pip install -q --upgrade pip >/dev/null
     "$PY" -m pip install -q $TORCH_PIN
-    "$PY" -m pip install -q -e ".[test,cluster]"
+    "$PY" -m pip install -q -e ".[test,cluster,models]"
     rm -f .venv/.kdbench-*
     touch "$stamp"
   fi

@@ -26,9 +26,10 @@ from kdbench.data import Dataset
 from kdbench.diagnostics import kernel_gap, pooled_features
 from kdbench.environment import environment, seed_everything
 from kdbench.method import Method, MethodContext, TeacherData
-from kdbench.models import build_model, to_device
+from kdbench.models import to_device
 from kdbench.models.tapped import TappedModel
 from kdbench.paths import under
+from kdbench.suite_models import build_student
 from kdbench.teacher import TeacherInfo
 from kdbench.timing import Timer
 from kdbench.trainer import Cell, describe_failure, epoch_losses, evaluate, make_cell, run_as
@@ -109,8 +110,7 @@ class CellRun:
         shared, spec, data = self.shared, self.spec, self.shared.data
         input_shape = tuple(data.train.images.shape[1:])
         seed_everything(spec.seed)  # first draw after this: the student's weights, same for every method
-        student = build_model(shared.suite.student_model, data.spec.num_classes, data.spec.in_channels)
-        student = to_device(student, shared.device)
+        student = to_device(build_student(shared.suite, data.spec), shared.device)
         teacher = shared.teacher if self.uses_teacher else None
         seed_everything(spec.seed + METHOD_INIT_STREAM)
         ctx = MethodContext(
@@ -124,7 +124,7 @@ class CellRun:
             tinfo = shared.tinfo
             self.rec["prepare"] = self.method.prepare(TeacherData(
                 teacher=teacher, train_images=data.train.images, train_labels=data.train.labels,
-                cache_dir=Path(tinfo.path).parent / "offline", seed=shared.suite.teacher.seed,
+                cache_dir=Path(tinfo.folder) / "offline", seed=shared.suite.teacher.seed,
                 teacher_sha256=tinfo.sha256, test_images=data.test.images, test_labels=data.test.labels,
             ))
         seed_everything(spec.seed + TRAIN_RNG_STREAM)
@@ -256,10 +256,9 @@ class CellRun:
         rec["params"] = parameter_counts(c.student, self.method, eval_model)
         rec["inference_flops"] = inference_flops(eval_model, input_shape, shared.device)
         rec["extras"] = self.method.record_extras()
-        if self.status == "ok" and shared.teacher_test_features is not None:
-            rec["diagnostics"]["kernel_gap_test"] = kernel_gap(
-                pooled_features(c.student, shared.data.test), shared.teacher_test_features
-            )
+        student_features = pooled_features(c.student, shared.data.test) if self.status == "ok" else None
+        if student_features is not None and shared.teacher_test_features is not None:
+            rec["diagnostics"]["kernel_gap_test"] = kernel_gap(student_features, shared.teacher_test_features)
 
     def _costs(self, group: dict, peak: tuple[float, str]) -> dict:
         """What this method costs alone (its own time plus the teacher passes it read) beside what
@@ -303,12 +302,15 @@ class CellRun:
             "config_hash": self.config_hash,
             "config": config,
             "dataset": {"name": data.spec.name, "source": data.source, "sha256": data.sha256,
-                        "n_train": len(data.train), "n_test": len(data.test)},
+                        "n_train": len(data.train), "n_test": len(data.test),
+                        "mean": list(data.spec.mean), "std": list(data.spec.std),
+                        **({"classes": list(data.classes)} if data.classes is not None else {})},
             "student_model": shared.suite.student_model,
             "teacher_model": shared.suite.teacher.model,
             "teacher_sha256": tinfo.sha256 if tinfo else None,
             "teacher_acc": tinfo.test_acc if tinfo else None,
             "teacher_n_train": tinfo.n_train if tinfo else None,
+            **({"teacher_checkpoint": tinfo.path} if tinfo and tinfo.n_train is None else {}),
             "environment": environment(shared.device, shared.deterministic),
             "budget_epochs": shared.suite.train.epochs,
             "epochs": [],

@@ -51,8 +51,9 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         defaults = ", ".join(
             f"{k}={v}" + (f" ({cls.domains[k]})" if k in cls.domains else "") for k, v in cls.defaults.items()
         ) or "no hyperparameters"
-        taps = ", ".join(sorted(cls.teacher_taps)) or "none"
-        print(f"{name}{flag}\n  paper: {cls.paper}\n  defaults: {defaults}\n  teacher taps: {taps}")
+        student, teacher = (", ".join(sorted(t)) or "none" for t in cls.taps_needed(dict(cls.defaults)))
+        print(f"{name}{flag}\n  paper: {cls.paper}\n  defaults: {defaults}\n  student taps: {student}\n"
+              f"  teacher taps: {teacher}")
     return 0
 
 

@@ -20,6 +20,7 @@ import yaml
 from kdbench.data import DATASETS
 from kdbench.errors import ConfigError
 from kdbench.paths import plain_name
+from kdbench.user_data import FORMATS, DataSource
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -37,6 +38,7 @@ MAX_SEED = 2**32 - 1
 #: close enough to catch a typo before it books a machine for a century.
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
+    """Trained in-suite (``seed``, ``train``), or loaded from the user's ``checkpoint`` (a state dict
+    whose file has the given ``sha256``); ``taps`` declares a non-zoo model's tap modules."""
+
     model: str
     seed: int
-    train: TrainConfig
+    train: TrainConfig | None
     min_acc: float | None = None  # a teacher below this test accuracy (%) is an error
     train_size: int | None = None  # first N training images for the teacher (default: all)
+    taps: dict | None = None
+    checkpoint: str | None = None  # absolute path
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ class MethodEntry:
 class SuiteConfig:
     name: str
     description: str
-    dataset: str
+    dataset: str | DataSource  # a built-in's name, or the user's data
     teacher: TeacherConfig
     student_model: str
     train: TrainConfig
@@ -101,6 +109,12 @@ class SuiteConfig:
     train_size: int | None = None  # students train on the first N training images (default: all)
     test_size: int | None = None  # evaluate on the first N test images (default: all)
     executor: dict | None = None  # where the groups run (validated; the command line overrides it)
+    student_taps: dict | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The suite file's folder: relative paths in it and ``module:callable`` models start here."""
+        return Path(self.path).resolve().parent
 
     def entry(self, label: str) -> MethodEntry:
         for e in self.methods:
@@ -143,22 +157,11 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     top = _mapping(raw, where)
     _keys(top, where, required={"name", "dataset", "teacher", "student", "train", "methods", "seeds"},
           optional={"description", "train_size", "test_size", "executor"})
-    dataset = _str(top["dataset"], f"{where}: dataset")
-    if dataset not in DATASETS:
-        raise ConfigError(f"{where}: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
-
-    t = _mapping(top["teacher"], f"{where}: teacher")
-    _keys(t, f"{where}: teacher", required={"model", "seed", "train"}, optional={"min_acc", "train_size"})
-    teacher = TeacherConfig(
-        model=_str(t["model"], f"{where}: teacher.model"),
-        seed=check_seed(t["seed"], f"{where}: teacher.seed"),
-        train=_train(t["train"], f"{where}: teacher.train"),
-        min_acc=None if t.get("min_acc") is None else _float(t["min_acc"], f"{where}: teacher.min_acc",
-                                                             maximum=100.0),
-        train_size=_optional_int(t.get("train_size"), f"{where}: teacher.train_size"),
-    )
+    folder = Path(where).resolve().parent
+    dataset = _dataset(top["dataset"], folder, f"{where}: dataset")
+    teacher = _teacher(top["teacher"], folder, f"{where}: teacher")
     s = _mapping(top["student"], f"{where}: student")
-    _keys(s, f"{where}: student", required={"model"}, optional=set())
+    _keys(s, f"{where}: student", required={"model"}, optional={"taps"})
 
     seeds = top["seeds"]
     if not isinstance(seeds, list) or not seeds:
@@ -173,6 +176,7 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
         dataset=dataset,
         teacher=teacher,
         student_model=_str(s["model"], f"{where}: student.model"),
+        student_taps=_taps(s.get("taps"), f"{where}: student.taps"),
         train=_train(top["train"], f"{where}: train"),
         methods=_methods(top["methods"], where),
         seeds=seeds_t,
@@ -181,6 +185,59 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
         test_size=_optional_int(top.get("test_size"), f"{where}: test_size"),
         executor=_executor(top.get("executor"), where),
     )
+
+
+def _dataset(raw: Any, folder: Path, where: str) -> str | DataSource:
+    """A built-in's name, or ``{format: imagefolder, root: DIR, image_size: S}`` or ``{format:
+    tensors, path: FILE}`` (both with optional ``name``, ``hflip``, ``crop_padding``)."""
+    if isinstance(raw, str):
+        if raw not in DATASETS:
+            raise ConfigError(f"{where}: unknown dataset {raw!r}; known: {', '.join(sorted(DATASETS))}, "
+                              "or a mapping with format: imagefolder or tensors")
+        return raw
+    m = _mapping(raw, where)
+    fmt = m.get("format")
+    if fmt not in FORMATS:
+        raise ConfigError(f"{where}.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    where_key, required = ("root", {"format", "root", "image_size"}) if fmt == "imagefolder" else ("path", {"format", "path"})
+    _keys(m, where, required=required, optional={"name", "hflip", "crop_padding"})
+    location = (folder / _str(m[where_key], f"{where}.{where_key}")).resolve()
+    return DataSource(
+        format=fmt, path=str(location),
+        name=plain_name(_str(m.get("name", location.stem), f"{where}.name"), f"{where}.name"),
+        image_size=_int(m["image_size"], f"{where}.image_size", minimum=1, maximum=MAX_IMAGE_SIZE) if fmt == "imagefolder" else None,
+        hflip=_bool(m.get("hflip", False), f"{where}.hflip"),
+        crop_padding=_int(m.get("crop_padding", 0), f"{where}.crop_padding", minimum=0, maximum=MAX_IMAGE_SIZE),
+    )
+
+
+def _teacher(raw: Any, folder: Path, where: str) -> TeacherConfig:
+    t = _mapping(raw, where)
+    min_acc = None if t.get("min_acc") is None else _float(t["min_acc"], f"{where}.min_acc", maximum=100.0)
+    model = _str(t.get("model"), f"{where}.model") if "model" in t else None
+    if "checkpoint" in t:
+        _keys(t, where, required={"model", "checkpoint", "sha256"}, optional={"min_acc", "taps", "seed"})
+        sha = _str(t["sha256"], f"{where}.sha256").lower()
+        if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
+            raise ConfigError(f"{where}.sha256 must be 64 hexadecimal digits (sha256sum FILE), got {t['sha256']!r}")
+        return TeacherConfig(
+            model=model, seed=check_seed(t.get("seed", 0), f"{where}.seed"), train=None, min_acc=min_acc,
+            taps=_taps(t.get("taps"), f"{where}.taps"),
+            checkpoint=str((folder / _str(t["checkpoint"], f"{where}.checkpoint")).resolve()), sha256=sha,
+        )
+    _keys(t, where, required={"model", "seed", "train"}, optional={"min_acc", "train_size", "taps"})
+    return TeacherConfig(
+        model=model, seed=check_seed(t["seed"], f"{where}.seed"), train=_train(t["train"], f"{where}.train"),
+        min_acc=min_acc, train_size=_optional_int(t.get("train_size"), f"{where}.train_size"),
+        taps=_taps(t.get("taps"), f"{where}.taps"),
+    )
+
+
+def _taps(raw: Any, where: str) -> dict | None:
+    """A model's tap modules; the paths are checked against the model when it is built."""
+    if raw is None:
+        return None
+    return dict(_mapping(raw, where))
 
 
 def _executor(raw: Any, where: str) -> dict | None:

@@ -15,13 +15,15 @@ import math
 import pickle
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from kdbench import user_data
 from kdbench.errors import ConfigError, DataError
+from kdbench.user_data import DataSource
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_ROOT = Path.home() / ".cache" / "kdbench" / "data"  # --download without --data-dir
@@ -74,16 +76,26 @@ class Dataset:
     test: Split
     source: str  # where the files were read from, recorded in every run
     sha256: str  # of the raw train+test arrays, so a record names exactly the data it saw
+    classes: tuple[str, ...] | None = None  # the user's class names (label i is classes[i])
+
+    def identity(self) -> dict:
+        """What names this data in a config hash: a built-in's name; for the user's data also its
+        spec (statistics from its training split, augmentation), which no name fixes."""
+        if self.classes is None:
+            return {"dataset": self.spec.name}
+        return {"dataset": self.spec.name, "dataset_spec": asdict(self.spec)}
 
 
 # ----------------------------------------------------------------------------------------- loading
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, device: str | torch.device = "cpu",
+    name: str | DataSource, data_dir: str | Path | None = None, device: str | torch.device = "cpu",
     download: bool = False,
 ) -> Dataset:
     """Load ``name`` whole onto ``device``; a missing dataset is a :class:`DataError` saying how to get it."""
+    if isinstance(name, DataSource):
+        return _load_user(name, torch.device(device))
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     spec = DATASETS[name]
@@ -102,6 +114,21 @@ def load_dataset(
         source=source,
         sha256=digest.hexdigest(),
     )
+
+
+def _load_user(source: DataSource, device: torch.device) -> Dataset:
+    raw = user_data.read(source, device)
+    mean, std = user_data.train_statistics(raw.train[0])
+    images = raw.train[0]
+    spec = DatasetSpec(source.name, len(raw.classes), images.shape[1], images.shape[2], mean, std,
+                       source.crop_padding, source.hflip)
+
+    def split(x: torch.Tensor, y: torch.Tensor) -> Split:
+        m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+        return Split(((user_data.as_float(x) - m) / s).to(device), y.to(device))
+
+    return Dataset(spec, split(*raw.train), split(*raw.test), source.path, user_data.digest(raw),
+                   tuple(raw.classes))
 
 
 def _to_split(x: torch.Tensor, y: torch.Tensor, spec: DatasetSpec, device) -> Split:
@@ -285,7 +312,7 @@ def head(data: Dataset, train_size: int | None, test_size: int | None, where: st
         return split if n is None else Split(split.images[:n], split.labels[:n])
 
     return Dataset(data.spec, cut(data.train, train_size, "train_size", "training"),
-                   cut(data.test, test_size, "test_size", "test"), data.source, data.sha256)
+                   cut(data.test, test_size, "test_size", "test"), data.source, data.sha256, data.classes)
 
 
 # ------------------------------------------------------------------------------------- the stream

@@ -19,9 +19,10 @@ from kdbench.trainer import EVAL_BATCH
 
 
 @torch.no_grad()
-def test_pass(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> tuple[float, torch.Tensor]:
+def test_pass(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> tuple[float, torch.Tensor | None]:
     """Top-1 accuracy (%) and the pooled tap (GAP of the pre-pool map) of every image of ``split``,
-    from one pass in eval mode: a teacher's check at load and its kernel-gap features cost one pass."""
+    from one pass in eval mode: a teacher's check at load and its kernel-gap features cost one pass.
+    The features are None for a model without a pooled tap."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
@@ -29,12 +30,13 @@ def test_pass(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) ->
     for x, y in test_batches(split, batch_size):
         taps = model.forward_taps(x)
         correct += (taps.logits.argmax(dim=1) == y).sum()
-        feats.append(taps.pooled)
+        if taps.pooled is not None:
+            feats.append(taps.pooled)
     model.train(was_training)
-    return 100.0 * int(correct) / len(split), torch.cat(feats)
+    return 100.0 * int(correct) / len(split), torch.cat(feats) if feats else None
 
 
-def pooled_features(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+def pooled_features(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> torch.Tensor | None:
     """The pooled tap for every image of ``split``, in eval mode."""
     return test_pass(model, split, batch_size)[1]
 

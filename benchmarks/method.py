@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from kdbench.domains import Domain
-from kdbench.models.tapped import TappedModel, Taps, TapShapes
+from kdbench.models.tapped import TAP_NAMES, TappedModel, Taps, TapShapes
 
-#: Names of the taps a method may ask for, on either network. ``preact`` asks for the
-#: pre-activation maps (``Taps.preact_stages`` / ``preact_blocks``), computed only when asked for.
-TAP_NAMES = frozenset({"stages", "blocks", "preact", "prepool", "pooled", "logits"})
+# TAP_NAMES: the taps a method may ask for, on either network. ``preact`` asks for the
+# pre-activation maps (``Taps.preact_stages`` / ``preact_blocks``), computed only when asked for.
 
 
 def forward_taps_for(model: TappedModel, x: torch.Tensor, taps: frozenset[str]) -> Taps:
@@ -133,6 +132,13 @@ class Method(nn.Module):
     @classmethod
     def needs_teacher(cls) -> bool:
         return bool(cls.teacher_taps)
+
+    @classmethod
+    def taps_needed(cls, hp: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+        """The taps (student's, teacher's) a run with ``hp`` reads, injects at or sizes modules
+        from; checked against what each network gives before anything runs. Default: the
+        declared ``student_taps`` and ``teacher_taps``."""
+        return cls.student_taps, cls.teacher_taps
 
     @classmethod
     def check_hyperparameters(cls, hp: dict[str, Any], task: Task) -> None:

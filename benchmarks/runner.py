@@ -30,22 +30,25 @@ import torch
 from kdbench import claims, records
 from kdbench.cell import CellRun, RunSpec, SharedRun
 from kdbench.config import PROTOCOL_VERSION, MethodEntry, SuiteConfig, check_seed, stable_hash
-from kdbench.data import DATASETS, Dataset, head, load_dataset
+from kdbench.data import DATASETS, Dataset, DatasetSpec, head, load_dataset
 from kdbench.environment import peak_memory, reset_peak_memory, resolve_device, set_determinism
 from kdbench.errors import StorageError
 from kdbench.executors import ExecutorConfig
 from kdbench.method import Task
-from kdbench.models import build_model
 from kdbench.paths import check_writable_folder
 from kdbench.progress import Progress, forward_logs
 from kdbench.registry import get_method, resolve_hyperparameters
 from kdbench.sources import plugin_sources_sha256
-from kdbench.teacher import TeacherInfo, get_teacher
+from kdbench.suite_models import build_student, build_teacher, check_taps, model_identity
+from kdbench.teacher import TeacherInfo, checkpoint_state, get_teacher, load_checkpoint
 from kdbench.trainer import train_epoch
 
 
-def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None) -> list[RunSpec]:
-    """The cells to run, validated: every method registered, every hyperparameter known."""
+def plan(
+    suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, spec: DatasetSpec | None = None,
+) -> list[RunSpec]:
+    """The cells to run, validated: every method registered, every hyperparameter known (for the
+    dataset ``spec``; default: the suite's built-in dataset)."""
     entries = list(suite.methods)
     if methods:
         known = {e.label for e in entries} | {e.method for e in entries}
@@ -54,7 +57,7 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
                 get_method(m)  # neither a suite label nor registered: ConfigError naming the registered
                 entries.append(MethodEntry(m, m))
         entries = [e for e in entries if e.label in methods or e.method in methods]
-    spec = DATASETS[suite.dataset]
+    spec = spec or DATASETS[suite.dataset]
     task = Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
     resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
     for s in seeds or []:
@@ -67,13 +70,15 @@ def plan(suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None)
 
 def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: TeacherInfo | None) -> dict:
     """Everything that determines a cell's result; its hash is the record's ``config_hash``."""
+    student = model_identity(suite.student_model, suite.student_taps, suite)
     return {
         "protocol": PROTOCOL_VERSION,
-        "dataset": data.spec.name,
+        **data.identity(),
         "data_sha256": data.sha256,
         "train_size": len(data.train),
         "test_size": len(data.test),
         "student_model": suite.student_model,
+        **({"student_identity": student} if student else {}),
         "train": asdict(suite.train),
         "method": cell.entry.method,
         "hyperparameters": cell.hyperparameters,
@@ -99,15 +104,31 @@ def prepare(
     suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, device: str | None,
     data_dir: str | None, download: bool, results_dir: str | Path,
 ) -> Prepared:
-    """Every check a run makes before its first write, in order; the last is the results folder."""
-    specs = plan(suite, methods, seeds)
+    """Every check a run makes before its first write, in order; the last is the results folder.
+    A built-in dataset's cells and models are checked before its data is read; the user's data
+    is read first, since its classes and image size are what they are checked against."""
+    builtin = DATASETS.get(suite.dataset) if isinstance(suite.dataset, str) else None
+    specs = checked_plan(suite, methods, seeds, builtin) if builtin else None
     torch_device = resolve_device(device)
-    build_model(suite.student_model, 10)  # unknown model names fail here, before any work
-    build_model(suite.teacher.model, 10)
     full = load_dataset(suite.dataset, data_dir, torch_device, download)
+    specs = specs or checked_plan(suite, methods, seeds, full.spec)
     data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
     teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
     return Prepared(suite, specs, torch_device, data, teacher_data, check_writable_folder(results_dir))
+
+
+def checked_plan(
+    suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, spec: DatasetSpec,
+) -> list[RunSpec]:
+    """:func:`plan`, then the networks built (unknown references and bad taps fail here), each
+    method's taps checked against them, and the user's teacher checkpoint verified."""
+    specs = plan(suite, methods, seeds, spec)
+    student = build_student(suite, spec)
+    teacher = build_teacher(suite, spec) if any(c.method_cls.needs_teacher() for c in specs) else None
+    check_taps(specs, suite, student, teacher)
+    if teacher is not None and suite.teacher.checkpoint:
+        load_checkpoint(teacher, checkpoint_state(suite), suite)
+    return specs
 
 
 def run_suite(

@@ -5,6 +5,10 @@ accuracy. Here a teacher is a function of its configuration (model, dataset, see
 trained by the harness itself and stored in ``results/teachers/<dataset>-<model>-<hash>/`` with a
 sidecar ``teacher.json`` holding the checkpoint's sha256 and test accuracy. Loading recomputes both;
 any mismatch is an error, never a silent retrain.
+
+A teacher of the user's own is a checkpoint named in the suite with its sha256: checked, loaded as
+tensors only, its accuracy measured on the suite's test set and written to a ``teacher.json`` in
+``results/teachers/<dataset>-<model>-ckpt-<sha>/`` (where its offline targets are cached too).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from kdbench.environment import environment, seed_everything
 from kdbench.errors import TeacherError
 from kdbench.locks import exclusive
 from kdbench.method import MethodContext
-from kdbench.models import build_model, to_device
+from kdbench.models import to_device
 from kdbench.models.tapped import TappedModel
 from kdbench.paths import under
 from kdbench.records import save_atomic, write_json_atomic
@@ -43,14 +47,18 @@ class TeacherInfo:
     config_hash: str
     sha256: str
     test_acc: float
-    path: str
-    n_train: int
+    path: str  # the checkpoint
+    n_train: int | None  # None: trained outside the suite
+    folder: str = ""  # its teacher.json and offline/ cache, under the results folder
 
 
 def teacher_config_hash(suite: SuiteConfig, data: Dataset) -> str:
+    from kdbench.suite_models import model_identity
+
     return stable_hash({
         "protocol": PROTOCOL_VERSION,
-        "dataset": data.spec.name,
+        **data.identity(),
+        **({"model_identity": m} if (m := model_identity(suite.teacher.model, suite.teacher.taps, suite)) else {}),
         "data_sha256": data.sha256,
         "train_size": len(data.train),
         "test_size": len(data.test),
@@ -88,6 +96,8 @@ def get_teacher(
     """The suite's teacher, frozen on ``device``: loaded from cache and re-checked, or trained now;
     with its pooled features on ``data.test`` (for the kernel-gap diagnostic), from the same pass
     that measured its accuracy."""
+    if suite.teacher.checkpoint:
+        return _from_checkpoint(suite, data, device, results_dir, log)
     h = teacher_config_hash(suite, data)
     folder = teacher_dir(results_dir, suite, h)
     if (folder / "teacher.json").is_file():
@@ -99,7 +109,9 @@ def get_teacher(
 
 
 def _build(suite: SuiteConfig, data: Dataset, device: torch.device) -> TappedModel:
-    return to_device(build_model(suite.teacher.model, data.spec.num_classes, data.spec.in_channels), device)
+    from kdbench.suite_models import build_teacher
+
+    return to_device(build_teacher(suite, data.spec), device)
 
 
 def _read_meta(folder: Path) -> dict:
@@ -151,7 +163,8 @@ def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, Teach
             f"delete {folder} to retrain it"
         )
     _check_min_acc(suite, acc, folder)
-    return freeze(model), TeacherInfo(suite.teacher.model, h, sha, acc, str(ckpt), len(data.train)), features
+    return freeze(model), TeacherInfo(suite.teacher.model, h, sha, acc, str(ckpt), len(data.train),
+                                       str(folder)), features
 
 
 def _train(
@@ -181,13 +194,13 @@ def _train(
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, ckpt)
     sha = file_sha256(ckpt)
     write_json_atomic(folder / "teacher.json", {
-        "model": cfg.model, "dataset": suite.dataset, "config_hash": h, "config": asdict(cfg),
+        "model": cfg.model, "dataset": data.spec.name, "config_hash": h, "config": asdict(cfg),
         "sha256": sha, "test_acc": acc, "history": history, "train_s": train_s,
         "environment": environment(device, deterministic),
     })
     log(f"teacher {cfg.model}: {acc:.2f}% in {train_s:.0f} s, sha256 {sha[:12]}…, saved to {folder}")
     _check_min_acc(suite, acc, folder)  # after saving: a weak teacher is kept, not retrained each time
-    return freeze(model), TeacherInfo(cfg.model, h, sha, acc, str(ckpt), len(data.train)), features
+    return freeze(model), TeacherInfo(cfg.model, h, sha, acc, str(ckpt), len(data.train), str(folder)), features
 
 
 def _check_min_acc(suite: SuiteConfig, acc: float, folder: Path) -> None:
@@ -196,3 +209,60 @@ def _check_min_acc(suite: SuiteConfig, acc: float, folder: Path) -> None:
             f"teacher {suite.teacher.model} reaches {acc:.2f}%, below the suite's min_acc "
             f"{suite.teacher.min_acc:.2f}% (cache: {folder})"
         )
+
+
+# ------------------------------------------------------------------------------- the user's teacher
+
+
+def checkpoint_state(suite: SuiteConfig) -> dict[str, torch.Tensor]:
+    """The state dict in the suite's ``teacher.checkpoint``, after its sha256 is checked: a missing,
+    mismatched or unloadable file is a one-line :class:`TeacherError`."""
+    cfg = suite.teacher
+    path = Path(cfg.checkpoint)
+    if not path.is_file():
+        raise TeacherError(f"teacher.checkpoint {path} does not exist")
+    sha = file_sha256(path)
+    if sha != cfg.sha256:
+        raise TeacherError(f"teacher.checkpoint {path} has sha256 {sha}, but the suite names {cfg.sha256}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, a pickle asking for code
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TeacherError(f"teacher.checkpoint {path} cannot be loaded as tensors ({why})") from None
+    for key in ("state_dict", "model"):  # the wrappers training scripts save
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TeacherError(f"teacher.checkpoint {path} holds no state dict (a dict of tensors, bare or "
+                           "under 'state_dict' or 'model')")
+    return state
+
+
+def load_checkpoint(model: TappedModel, state: dict[str, torch.Tensor], suite: SuiteConfig) -> None:
+    """``state`` into the network (an adapted model's wrapped net), refused unless it fits exactly."""
+    target = model.weights_module().state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
+    for what, keys in (("lacks", missing), ("has unexpected", unexpected), ("has other shapes at", shapes)):
+        if keys:
+            raise TeacherError(f"teacher.checkpoint {suite.teacher.checkpoint} does not fit {suite.teacher.model}: "
+                               f"it {what} {len(keys)} key(s), e.g. {keys[0]!r}")
+    model.weights_module().load_state_dict(state)
+
+
+def _from_checkpoint(suite, data, device, results_dir: Path, log) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
+    cfg = suite.teacher
+    model = _build(suite, data, device)
+    load_checkpoint(model, checkpoint_state(suite), suite)
+    acc, features = test_pass(model, data.test)
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{suite.dataset}-{cfg.model}")
+    folder = under(results_dir, "teachers", f"{readable}-ckpt-{cfg.sha256[:12]}")
+    write_json_atomic(folder / "teacher.json", {
+        "model": cfg.model, "dataset": data.spec.name, "checkpoint": cfg.checkpoint, "sha256": cfg.sha256,
+        "test_acc": acc, "n_test": len(data.test), "data_sha256": data.sha256,
+    })
+    log(f"teacher {cfg.model} from {cfg.checkpoint}: {acc:.2f}% on the test set")
+    _check_min_acc(suite, acc, folder)
+    info = TeacherInfo(cfg.model, cfg.sha256, cfg.sha256, acc, cfg.checkpoint, None, str(folder))
+    return freeze(model), info, features

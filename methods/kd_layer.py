@@ -115,6 +115,12 @@ class KDLayerMethod(Method):
     student_taps = frozenset({"logits"})
     teacher_taps = frozenset({"prepool", "stages", "blocks"})
 
+    @classmethod
+    def taps_needed(cls, hp):
+        """The layers sit at the pre-pool map (and, for letKD-2, at a stage or block) of both networks."""
+        at = {"prepool"} | ({"stages", "blocks"} if hp["variant"] == "letkd2" else set())
+        return frozenset(at | {"logits"}), frozenset(at)
+
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
         s_shapes, t_shapes = ctx.student_shapes, ctx.teacher_shapes

@@ -50,7 +50,7 @@ class SRRL(Method):
         "fm_weight": NON_NEGATIVE, "sr_weight": NON_NEGATIVE, "kd_weight": NON_NEGATIVE, "T": POSITIVE,
     }
     student_taps = frozenset({"prepool", "logits"})
-    teacher_taps = frozenset({"pooled", "logits"})
+    teacher_taps = frozenset({"prepool", "pooled", "logits"})  # prepool: the connector's width
 
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)

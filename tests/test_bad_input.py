@@ -26,6 +26,7 @@ import yaml
 
 from kdbench.cli import main
 from kdbench.config import SUITES_DIR
+from tests.user_files import pair_suite, tensors, write_suite
 
 
 # ---------------------------------------------------------------------------------------- set-up
@@ -89,6 +90,12 @@ class Env:
         if isinstance(new, (dict, list)):
             (folder / "teacher.json").write_text(json.dumps(new))
         return self.run("--seeds", "1", suite=str(self.trained / "suite.yaml"))
+
+    def pair(self, change: Callable[[Path, dict], None]) -> list[str]:
+        """The user's own pair (README, "Your own pair and data") with ``change(folder, suite)``."""
+        suite = pair_suite(self.tmp)
+        change(self.tmp, suite)
+        return self.run(suite=str(write_suite(self.tmp, suite)))
 
 
 def _idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
@@ -154,6 +161,39 @@ def D(id, fragment, damage):  # noqa: N802 (a case of a damaged Fashion-MNIST fi
 
 def T(id, fragment, damage):  # noqa: N802 (a case of a damaged teacher cache)
     return Bad(id, fragment, lambda e: e.teacher(damage), "trained")
+
+
+def U(id, fragment, change):  # noqa: N802 (a case of the user's own pair and data)
+    return Bad(id, fragment, lambda e: e.pair(change))
+
+
+def _set(*path_value):
+    """A change setting ``suite[a][b]... = value``."""
+    *path, value = path_value
+
+    def change(_folder: Path, suite: dict) -> None:
+        node = suite
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return change
+
+
+def _tensors_suite(**changes):
+    def change(folder: Path, suite: dict) -> None:
+        arrays = tensors()
+        arrays.update(changes)
+        arrays = {k: v for k, v in arrays.items() if v is not None}
+        torch.save(arrays, folder / "data.pt")
+        suite["dataset"] = {"format": "tensors", "path": "data.pt"}
+    return change
+
+
+def _checkpoint(obj):
+    def change(folder: Path, suite: dict) -> None:
+        torch.save(obj(folder) if callable(obj) else obj, folder / "teacher.pt")
+        suite["teacher"]["sha256"] = hashlib.sha256((folder / "teacher.pt").read_bytes()).hexdigest()
+    return change
 
 
 def _write(name, data: bytes):
@@ -333,6 +373,36 @@ CASES = [
     T("teacher-pt-wrong-keys", "cannot be loaded (Error(s) in loading state_dict",
       lambda f, m: _resave(f, m, {"w": torch.zeros(1)})),
     T("teacher-pt-runs-code", "cannot be loaded (Weights only load failed", _malicious),
+    # the user's own pair and data
+    U("user-torchvision-unknown", "unknown torchvision model 'resnet19'; did you mean resnet18",
+      _set("student", "model", "torchvision:resnet19")),
+    U("user-callable-not-importing", "module 'no_such_module' does not import",
+      _set("student", "model", "no_such_module:net")),
+    U("user-callable-missing", "module 'my_models' has no 'resnet'", _set("student", "model", "my_models:resnet")),
+    U("user-taps-bad-path", "has no module '9'", _set("student", "taps", {"stages": ["9"]})),
+    U("user-taps-on-zoo", "is a zoo model: its taps are built in", _set("student", {"model": "fmnist_student",
+                                                                                   "taps": {"stages": ["a"]}})),
+    U("user-missing-tap", "method 'srrl' reads the student's 'prepool' tap, which my_models:tiny_cnn does not give",
+      lambda f, s: (s["student"].pop("taps"), s.update(methods=["vanilla_kd", "srrl"]))),
+    U("user-imagefolder-no-images", "train/c has no images",
+      lambda f, s: [p.unlink() for p in (f / "shapes" / "train" / "c").glob("*.png")]),
+    U("user-imagefolder-classes", "different class folders (only in one: f)",
+      lambda f, s: (f / "shapes" / "test" / "f").mkdir()),
+    U("user-imagefolder-absent", "is not a folder", _set("dataset", "root", "nowhere")),
+    U("user-image-size-zero", "image_size must be at least 1", _set("dataset", "image_size", 0)),
+    U("user-dataset-format", "format must be one of imagefolder, tensors", _set("dataset", "format", "csv")),
+    U("user-tensors-keys", "missing test_labels", _tensors_suite(test_labels=None)),
+    U("user-tensors-shapes", "train_images must be N×C×S×S",
+      _tensors_suite(train_images=torch.zeros(40, 3, 16, 8, dtype=torch.uint8))),
+    U("user-tensors-labels", "train_labels must be 40 integers", _tensors_suite(train_labels=torch.zeros(40))),
+    U("user-checkpoint-sha256", "has sha256", _set("teacher", "sha256", "0" * 64)),
+    U("user-checkpoint-sha256-not-hex", "must be 64 hexadecimal digits", _set("teacher", "sha256", "abc")),
+    U("user-checkpoint-missing", "does not exist", _set("teacher", "checkpoint", "gone.pt")),
+    U("user-checkpoint-junk", "cannot be loaded as tensors", _checkpoint(lambda f: [RunsCode.at(f)])),
+    U("user-checkpoint-no-state-dict", "holds no state dict", _checkpoint([1, 2])),
+    U("user-checkpoint-other-model", "does not fit torchvision:resnet18: it has other shapes at 1 key(s), e.g. 'fc.weight'",
+      _checkpoint(lambda f: {**torch.load(f / "teacher.pt"), "fc.weight": torch.zeros(3, 512)})),
+    U("user-checkpoint-with-train", "unknown key(s) train", _set("teacher", "train", {"epochs": 1, "batch_size": 8})),
 ]
 
 

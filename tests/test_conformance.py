@@ -1,5 +1,6 @@
 """The plugin contract, checked on every registered method automatically (a new plugin is enrolled
-by existing). Each check builds a random-weight Fashion-MNIST teacher/student pair on CPU."""
+by existing). Each check builds a random-weight teacher/student pair on CPU: the Fashion-MNIST zoo
+pair, and a torchvision pair whose taps come from the hook adapter."""
 
 from __future__ import annotations
 
@@ -8,46 +9,51 @@ import math
 import pytest
 import torch
 
-from kdbench.method import TAP_NAMES, Method, MethodContext, TeacherData, forward_taps_for
+from kdbench.method import TAP_NAMES, Method, MethodContext, Task, TeacherData, forward_taps_for
 from kdbench.models import build_model
 from kdbench.registry import get_method, method_names, resolve_hyperparameters
 from kdbench.teacher import freeze
-from tests.contract import FMNIST_TASK, at_epoch
+from tests.contract import at_epoch
 
-INPUT = (1, 28, 28)
+#: (teacher, student, input shape) of each pair the contract is checked on
+PAIRS = {
+    "zoo": ("fmnist_teacher", "fmnist_student", (1, 28, 28)),
+    "torchvision": ("torchvision:resnet18", "torchvision:resnet18", (3, 32, 32)),
+}
 BATCH = 16
 EPOCHS = 4
 
 
-def build(name: str, tmp_path, seed: int = 0):
+def build(name: str, pair: str, tmp_path, seed: int = 0):
     """Student, frozen teacher and the method, as the runner builds them; prepare() already run."""
     cls = get_method(name)
+    teacher_ref, student_ref, shape = PAIRS[pair]
     torch.manual_seed(1234)
-    teacher = freeze(build_model("fmnist_teacher", 10, 1))
+    teacher = freeze(build_model(teacher_ref, 10, shape[0], shape[1]))
     torch.manual_seed(seed)
-    student = build_model("fmnist_student", 10, 1)
+    student = build_model(student_ref, 10, shape[0], shape[1])
     ctx = MethodContext(
         student=student,
         teacher=teacher if cls.needs_teacher() else None,
-        student_shapes=student.tap_shapes(INPUT),
-        teacher_shapes=teacher.tap_shapes(INPUT) if cls.needs_teacher() else None,
+        student_shapes=student.tap_shapes(shape),
+        teacher_shapes=teacher.tap_shapes(shape) if cls.needs_teacher() else None,
         num_classes=10, epochs=EPOCHS, steps_per_epoch=2,
     )
-    method = cls(resolve_hyperparameters(name, None, FMNIST_TASK), ctx)
+    method = cls(resolve_hyperparameters(name, None, Task(10, shape)), ctx)
     if cls.needs_teacher():
         g = torch.Generator().manual_seed(7)
         method.prepare(TeacherData(
-            teacher=teacher, train_images=torch.randn(64, *INPUT, generator=g),
+            teacher=teacher, train_images=torch.randn(64, *shape, generator=g),
             train_labels=torch.arange(64) % 10, cache_dir=tmp_path / "offline", seed=0,
-            teacher_sha256="0" * 64, test_images=torch.randn(32, *INPUT, generator=g),
+            teacher_sha256="0" * 64, test_images=torch.randn(32, *shape, generator=g),
             test_labels=torch.arange(32) % 10,
         ))
     return cls, student, teacher, method
 
 
-def batch(seed: int = 3):
+def batch(pair: str, seed: int = 3):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(BATCH, *INPUT, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+    return torch.randn(BATCH, *PAIRS[pair][2], generator=g), torch.randint(0, 10, (BATCH,), generator=g)
 
 
 def losses_at_last_epoch(cls, student, teacher, method, x, y):
@@ -66,6 +72,11 @@ def name(request):
     return request.param
 
 
+@pytest.fixture(params=sorted(PAIRS))
+def pair(request):
+    return request.param
+
+
 def test_declarations(name):
     cls = get_method(name)
     assert issubclass(cls, Method)
@@ -75,9 +86,9 @@ def test_declarations(name):
     assert isinstance(cls.defaults, dict)
 
 
-def test_losses_are_named_finite_scalars(name, tmp_path):
-    cls, student, teacher, method = build(name, tmp_path)
-    terms = losses_at_last_epoch(cls, student, teacher, method, *batch())
+def test_losses_are_named_finite_scalars(name, pair, tmp_path):
+    cls, student, teacher, method = build(name, pair, tmp_path)
+    terms = losses_at_last_epoch(cls, student, teacher, method, *batch(pair))
     assert isinstance(terms, dict) and terms
     for key, value in terms.items():
         assert isinstance(key, str) and key
@@ -85,9 +96,9 @@ def test_losses_are_named_finite_scalars(name, tmp_path):
         assert math.isfinite(value.item()), f"{key} = {value.item()}"
 
 
-def test_gradients_reach_student_and_extras_never_teacher(name, tmp_path):
-    cls, student, teacher, method = build(name, tmp_path)
-    terms = losses_at_last_epoch(cls, student, teacher, method, *batch())
+def test_gradients_reach_student_and_extras_never_teacher(name, pair, tmp_path):
+    cls, student, teacher, method = build(name, pair, tmp_path)
+    terms = losses_at_last_epoch(cls, student, teacher, method, *batch(pair))
     sum(terms.values()).backward()
     for pname, p in student.named_parameters():
         if p.requires_grad:
@@ -103,19 +114,19 @@ def test_gradients_reach_student_and_extras_never_teacher(name, tmp_path):
     assert not teacher_ids & {id(p) for p in method.parameters()}, "teacher parameters in the method"
 
 
-def test_teacher_stays_in_eval_mode(name, tmp_path):
-    cls, student, teacher, method = build(name, tmp_path)
-    x, y = batch()
+def test_teacher_stays_in_eval_mode(name, pair, tmp_path):
+    cls, student, teacher, method = build(name, pair, tmp_path)
+    x, y = batch(pair)
     losses_at_last_epoch(cls, student, teacher, method, x, y)
     method.train()  # a method switching itself to train mode must not drag the teacher along
     assert not teacher.training
     assert all(not m.training for m in teacher.modules())
 
 
-def test_same_seed_same_loss(name, tmp_path):
-    a = build(name, tmp_path / "a")
-    b = build(name, tmp_path / "b")
-    x, y = batch()
+def test_same_seed_same_loss(name, pair, tmp_path):
+    a = build(name, pair, tmp_path / "a")
+    b = build(name, pair, tmp_path / "b")
+    x, y = batch(pair)
     ta = losses_at_last_epoch(*a, x, y)
     tb = losses_at_last_epoch(*b, x, y)
     assert ta.keys() == tb.keys()
@@ -123,14 +134,14 @@ def test_same_seed_same_loss(name, tmp_path):
         assert torch.equal(ta[k], tb[k]), f"{k}: {ta[k].item()} != {tb[k].item()}"
 
 
-def test_state_dict_round_trips(name, tmp_path):
-    cls, student, teacher, method = build(name, tmp_path)
-    x, y = batch()
+def test_state_dict_round_trips(name, pair, tmp_path):
+    cls, student, teacher, method = build(name, pair, tmp_path)
+    x, y = batch(pair)
     losses_at_last_epoch(cls, student, teacher, method, x, y)  # state after an epoch end
     state = method.state_dict()
     teacher_keys = set(teacher.state_dict())
     assert not any(k in teacher_keys or k.startswith("teacher") for k in state), "teacher in state_dict"
-    _, student2, _, fresh = build(name, tmp_path / "fresh", seed=99)
+    _, student2, _, fresh = build(name, pair, tmp_path / "fresh", seed=99)
     fresh.load_state_dict(state)
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, state[k]), k

@@ -31,3 +31,41 @@ def test_nothing_outside_docs_cites_the_external_specification():
     offenders = [str(p.relative_to(ROOT)) for p in tracked
                  if OUTSIDE_SPEC.encode() in p.read_bytes()]
     assert offenders == []
+
+
+def _section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(f"## {title}\n")
+    return readme[start:readme.index("\n## ", start + 1)]
+
+
+def test_the_readme_taps_table_is_what_the_methods_read():
+    rows = re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \| ([^|]+) \|$", _section("Your own pair and data"), flags=re.M)
+    assert sorted(name for name, _, _ in rows) == method_names()
+    for name, student, teacher in rows:
+        cls = get_method(name)
+        for cell, taps in zip((student, teacher), cls.taps_needed(dict(cls.defaults))):
+            named = set(re.findall(r"[a-z]+", cell.split(";")[0].split("(")[0])) - {"none"}
+            assert named == set(taps), f"README says {name} reads {sorted(named)}, it reads {sorted(taps)}"
+
+
+def test_the_worked_example_runs_as_written(tmp_path):
+    """The README's example, from an empty folder, with the `kdbench` this interpreter runs."""
+    import os
+    import subprocess
+    import sys
+
+    (script,) = re.findall(r"```bash\n(.*?)```", _section("Your own pair and data"), flags=re.S)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, line in (("python", f'exec {sys.executable} "$@"'), ("kdbench", f'exec {sys.executable} -m kdbench "$@"')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{line}\n")
+        (bin_dir / name).chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "14 runs in results/my-pair/runs: 14 ok, 0 not ok" in out.stdout
+    board = (work / "report" / "my-pair" / "leaderboard.md").read_text()
+    assert "torchvision:resnet18 → my_models:tiny_cnn" in board and "came from the checkpoint" in board

@@ -1,8 +1,10 @@
-"""Model zoo: every network is a :class:`TappedModel`, built by name through one registry."""
+"""Models by reference: the zoo's :class:`TappedModel` networks by name, and any other network
+(torchvision, timm, the user's constructor, an entry point) adapted by hooks to the same taps."""
 
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -30,11 +32,30 @@ def model_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3) -> TappedModel:
+def build_model(
+    name: str, num_classes: int, in_channels: int = 3, image_size: int | None = None,
+    taps: dict[str, Any] | None = None, search: Path | None = None,
+) -> TappedModel:
+    """A freshly initialised network for the reference ``name`` (:mod:`kdbench.models.references`).
+    A network that is not a :class:`TappedModel` is adapted (:mod:`kdbench.models.tap_rules`), which
+    needs ``image_size`` for its dry run; ``taps`` declares its tap modules."""
+    from kdbench.models.references import build_reference, entry_points, kind
+    from kdbench.models.tap_rules import adapt
+
     _load_zoo()
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS))}")
-    return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels)
+    if name in _BUILDERS:
+        if taps:
+            raise ConfigError(f"model {name!r} is a zoo model: its taps are built in, declare none")
+        return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels)
+    if kind(name) == "name" and name not in entry_points():
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS))}, any "
+                          "torchvision:NAME or timm:NAME, or package.module:callable")
+    net = build_reference(name, num_classes, in_channels, search)
+    if isinstance(net, TappedModel) and not taps:
+        return net
+    if image_size is None:
+        raise ConfigError(f"model {name!r} needs the input size to find its taps")
+    return adapt(net, (in_channels, image_size, image_size), taps, name)
 
 
 def to_device(model: TappedModel, device: torch.device | str) -> TappedModel:

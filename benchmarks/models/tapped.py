@@ -32,13 +32,18 @@ import torch
 from torch import nn
 
 
+#: Every tap a zoo model gives; a model adapted by hooks (:mod:`kdbench.models.hooked`) may give fewer.
+TAP_NAMES = frozenset({"stages", "blocks", "preact", "prepool", "pooled", "logits"})
+
+
 @dataclass
 class Taps:
-    """What one forward pass exposes; ``stages[g]`` is stage g's output (after any injection)."""
+    """What one forward pass exposes; ``stages[g]`` is stage g's output (after any injection).
+    A tap the model does not give is empty (``[]``, ``{}``) or ``None``."""
 
     stages: list[torch.Tensor]
-    prepool: torch.Tensor
-    pooled: torch.Tensor
+    prepool: torch.Tensor | None
+    pooled: torch.Tensor | None
     logits: torch.Tensor
     blocks: dict[str, torch.Tensor] = field(default_factory=dict)
     #: only with ``preact=True``: each block's map before its closing activation, and per stage the
@@ -80,10 +85,15 @@ class TappedModel(nn.Module):
     stages: nn.ModuleList
     final: nn.Module
     classifier: nn.Linear
+    gives: frozenset[str] = TAP_NAMES
 
     def __init__(self) -> None:
         super().__init__()
         self.injections = nn.ModuleDict()
+
+    def weights_module(self) -> nn.Module:
+        """The module a checkpoint of this network is a state dict of (an adapter's wrapped net)."""
+        return self
 
     def _inject(self, point: str, x: torch.Tensor) -> torch.Tensor:
         # ModuleDict keys cannot contain '.', so block points are stored with '_' instead.
@@ -183,8 +193,8 @@ class TappedModel(nn.Module):
             self.train(was_training)
         return TapShapes(
             stages=tuple(tuple(s.shape[1:]) for s in taps.stages),
-            prepool=tuple(taps.prepool.shape[1:]),
-            pooled=tuple(taps.pooled.shape[1:]),
+            prepool=() if taps.prepool is None else tuple(taps.prepool.shape[1:]),
+            pooled=() if taps.pooled is None else tuple(taps.pooled.shape[1:]),
             logits=tuple(taps.logits.shape[1:]),
             blocks_per_stage=tuple(len(s) for s in self.stages),
             blocks={k: tuple(v.shape[1:]) for k, v in taps.blocks.items()},

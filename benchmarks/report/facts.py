@@ -23,6 +23,7 @@ class Teacher:
     acc: float | None
     sha256: str | None
     n_train: int | None
+    checkpoint: str | None = None  # the user's checkpoint, when it was not trained in the suite
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def suite_facts(suite: str, records: list[dict]) -> SuiteFacts:
         acc=_counts(of_teacher, lambda r: r.get("teacher_acc"))[0][0] if of_teacher else None,
         sha256=teacher_sha,
         n_train=next((r["teacher_n_train"] for r in of_teacher if r.get("teacher_n_train") is not None), None),
+        checkpoint=next((r["teacher_checkpoint"] for r in of_teacher if r.get("teacher_checkpoint")), None),
     )
     train = _most_common(records, lambda r: lookup(r, "config", "train"), "training budget (config.train)",
                          warnings, describe_budget)

@@ -143,11 +143,13 @@ def _environment(facts: SuiteFacts) -> str:
 
 
 def _dataset(facts: SuiteFacts) -> str:
-    teacher_n = (f"{_count(facts.teacher.n_train)} (teacher_n_train)" if facts.teacher.n_train is not None
-                 else "an unrecorded number of images (no teacher_n_train in the records)")
+    teacher_n = (f"trained on {_count(facts.teacher.n_train)} (teacher_n_train)" if facts.teacher.n_train is not None
+                 else f"came from the checkpoint {facts.teacher.checkpoint}, trained outside the suite"
+                 if facts.teacher.checkpoint else
+                 "trained on an unrecorded number of images (no teacher_n_train in the records)")
     sha = f" (sha256 {facts.data_sha256[:12]}…)" if facts.data_sha256 else ""
     return (f"{facts.dataset}{sha}: students train on {_count(facts.n_train)} images (n_train) and are tested on "
-            f"{_count(facts.n_test)} (n_test); the teacher trained on {teacher_n}")
+            f"{_count(facts.n_test)} (n_test); the teacher {teacher_n}")
 
 
 def _legend(summary: pd.DataFrame, facts: SuiteFacts) -> list[str]:
