@@ -27,6 +27,7 @@ _API = {
     "TappedModel": "kdbench.models.tapped",
     "Interval": "kdbench.domains",
     "OneOf": "kdbench.domains",
+    "AnyOf": "kdbench.domains",
     "POSITIVE": "kdbench.domains",
     "NON_NEGATIVE": "kdbench.domains",
     "UNIT": "kdbench.domains",

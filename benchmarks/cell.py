@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from kdbench.cost import inference_flops, parameter_counts
 from kdbench.data import Dataset
 from kdbench.diagnostics import kernel_gap, pooled_features
 from kdbench.environment import environment, seed_everything
+from kdbench.fast_path import compile_forward, compile_note, eager
 from kdbench.method import Method, MethodContext, TeacherData
 from kdbench.models import to_device
 from kdbench.models.tapped import TappedModel
@@ -110,7 +111,8 @@ class CellRun:
         shared, spec, data = self.shared, self.spec, self.shared.data
         input_shape = tuple(data.train.images.shape[1:])
         seed_everything(spec.seed)  # first draw after this: the student's weights, same for every method
-        student = to_device(build_student(shared.suite, data.spec), shared.device)
+        fast = shared.suite.fast_path
+        student = to_device(build_student(shared.suite, data.spec), shared.device, fast.channels_last)
         teacher = shared.teacher if self.uses_teacher else None
         seed_everything(spec.seed + METHOD_INIT_STREAM)
         ctx = MethodContext(
@@ -127,8 +129,10 @@ class CellRun:
                 cache_dir=Path(tinfo.folder) / "offline", seed=shared.suite.teacher.seed,
                 teacher_sha256=tinfo.sha256, test_images=data.test.images, test_labels=data.test.labels,
             ))
+        if fast.compile:
+            compile_forward(student)
         seed_everything(spec.seed + TRAIN_RNG_STREAM)
-        self.cell = make_cell(student, self.method, shared.suite.train.optimizer)
+        self.cell = make_cell(student, self.method, shared.suite.train.optimizer, fast.precision)
         self.next_epoch = self._resume()
 
     def _resume(self) -> int:
@@ -190,7 +194,8 @@ class CellRun:
 
     def _evaluate(self, epoch: int, epoch_s: dict[str, float]) -> None:
         c = self.cell
-        acc = evaluate(self.method.eval_model(c.student), self.shared.data.test)
+        acc = evaluate(self.method.eval_model(c.student), self.shared.data.test,
+                       precision=self.shared.suite.fast_path.precision)
         self.rec["epochs"].append({
             "epoch": epoch + 1,
             "lr_end": float(c.optimizer.param_groups[0]["lr"]),  # learning rate at the epoch's last step
@@ -254,9 +259,13 @@ class CellRun:
         input_shape = tuple(shared.data.train.images.shape[1:])
         eval_model = self.method.eval_model(c.student)
         rec["params"] = parameter_counts(c.student, self.method, eval_model)
-        rec["inference_flops"] = inference_flops(eval_model, input_shape, shared.device)
+        with eager(c.student):
+            rec["inference_flops"] = inference_flops(eval_model, input_shape, shared.device)
+        if note := compile_note(c.student, shared.teacher):
+            rec["fast_path"] = {**rec["fast_path"], "compile_note": note}
         rec["extras"] = self.method.record_extras()
-        student_features = pooled_features(c.student, shared.data.test) if self.status == "ok" else None
+        precision = shared.suite.fast_path.precision
+        student_features = pooled_features(c.student, shared.data.test, precision) if self.status == "ok" else None
         if student_features is not None and shared.teacher_test_features is not None:
             rec["diagnostics"]["kernel_gap_test"] = kernel_gap(student_features, shared.teacher_test_features)
 
@@ -312,6 +321,7 @@ class CellRun:
             "teacher_n_train": tinfo.n_train if tinfo else None,
             **({"teacher_checkpoint": tinfo.path} if tinfo and tinfo.n_train is None else {}),
             "environment": environment(shared.device, shared.deterministic),
+            "fast_path": asdict(shared.suite.fast_path),
             "budget_epochs": shared.suite.train.epochs,
             "epochs": [],
             "final_acc": None,

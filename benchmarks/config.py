@@ -19,6 +19,7 @@ import yaml
 
 from kdbench.data import DATASETS
 from kdbench.errors import ConfigError
+from kdbench.fast_path import PRECISIONS, FastPath
 from kdbench.paths import plain_name
 from kdbench.user_data import FORMATS, DataSource
 
@@ -110,6 +111,7 @@ class SuiteConfig:
     test_size: int | None = None  # evaluate on the first N test images (default: all)
     executor: dict | None = None  # where the groups run (validated; the command line overrides it)
     student_taps: dict | None = None
+    fast_path: FastPath = FastPath()
 
     @property
     def folder(self) -> Path:
@@ -156,7 +158,7 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     where = str(path)
     top = _mapping(raw, where)
     _keys(top, where, required={"name", "dataset", "teacher", "student", "train", "methods", "seeds"},
-          optional={"description", "train_size", "test_size", "executor"})
+          optional={"description", "train_size", "test_size", "executor", "fast_path"})
     folder = Path(where).resolve().parent
     dataset = _dataset(top["dataset"], folder, f"{where}: dataset")
     teacher = _teacher(top["teacher"], folder, f"{where}: teacher")
@@ -184,6 +186,25 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
         train_size=_optional_int(top.get("train_size"), f"{where}: train_size"),
         test_size=_optional_int(top.get("test_size"), f"{where}: test_size"),
         executor=_executor(top.get("executor"), where),
+        fast_path=_fast_path(top.get("fast_path"), f"{where}: fast_path"),
+    )
+
+
+def _fast_path(raw: Any, where: str) -> FastPath:
+    """``{precision: fp32|bf16, channels_last: bool, compile: bool, deterministic: bool}``, each optional."""
+    if raw is None:
+        return FastPath()
+    m = _mapping(raw, where)
+    _keys(m, where, required=set(), optional={"precision", "channels_last", "compile", "deterministic"})
+    d = FastPath()
+    precision = m.get("precision", d.precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{where}.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return FastPath(
+        precision=precision,
+        channels_last=_bool(m.get("channels_last", d.channels_last), f"{where}.channels_last"),
+        compile=_bool(m.get("compile", d.compile), f"{where}.compile"),
+        deterministic=_bool(m.get("deterministic", d.deterministic), f"{where}.deterministic"),
     )
 
 

@@ -14,12 +14,15 @@ import math
 import torch
 
 from kdbench.data import Split, test_batches
+from kdbench.fast_path import autocast
 from kdbench.models.tapped import TappedModel
 from kdbench.trainer import EVAL_BATCH
 
 
 @torch.no_grad()
-def test_pass(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> tuple[float, torch.Tensor | None]:
+def test_pass(
+    model: TappedModel, split: Split, batch_size: int = EVAL_BATCH, precision: str = "fp32",
+) -> tuple[float, torch.Tensor | None]:
     """Top-1 accuracy (%) and the pooled tap (GAP of the pre-pool map) of every image of ``split``,
     from one pass in eval mode: a teacher's check at load and its kernel-gap features cost one pass.
     The features are None for a model without a pooled tap."""
@@ -28,17 +31,18 @@ def test_pass(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) ->
     correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
     feats = []
     for x, y in test_batches(split, batch_size):
-        taps = model.forward_taps(x)
+        with autocast(precision, x.device):
+            taps = model.forward_taps(x)
         correct += (taps.logits.argmax(dim=1) == y).sum()
         if taps.pooled is not None:
-            feats.append(taps.pooled)
+            feats.append(taps.pooled.float())
     model.train(was_training)
     return 100.0 * int(correct) / len(split), torch.cat(feats) if feats else None
 
 
-def pooled_features(model: TappedModel, split: Split, batch_size: int = EVAL_BATCH) -> torch.Tensor | None:
+def pooled_features(model: TappedModel, split: Split, precision: str = "fp32") -> torch.Tensor | None:
     """The pooled tap for every image of ``split``, in eval mode."""
-    return test_pass(model, split, batch_size)[1]
+    return test_pass(model, split, precision=precision)[1]
 
 
 def kernel_gap(student_features: torch.Tensor, teacher_features: torch.Tensor) -> float:

@@ -63,6 +63,23 @@ class OneOf(Domain):
         return "one of " + ", ".join(repr(c) for c in self.choices)
 
 
+@dataclass(frozen=True)
+class AnyOf(Domain):
+    """A value in any of the given domains: ``AnyOf(at_least(1), OneOf("auto"))`` is an integer
+    from 1, or the word ``auto``. A value of another type than the default is taken as it is."""
+
+    options: tuple[Domain, ...]
+
+    def __init__(self, *options: Domain) -> None:
+        object.__setattr__(self, "options", tuple(options))
+
+    def contains(self, value: Any) -> bool:
+        return any(o.contains(value) for o in self.options)
+
+    def __str__(self) -> str:
+        return " or ".join(str(o) for o in self.options)
+
+
 POSITIVE = Interval(0, open_low=True)
 NON_NEGATIVE = Interval(0)
 UNIT = Interval(0, 1)

@@ -27,15 +27,19 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def set_determinism(device: torch.device) -> bool:
+def set_determinism(device: torch.device, deterministic: bool = True) -> bool:
     """Deterministic kernels everywhere we can have them; returns whether the run is deterministic.
 
     On CPU every op we use is deterministic at a fixed thread count, so the same cell run twice gives
     bitwise-identical metrics. On CUDA we ask cuDNN for deterministic algorithms too, but scatter-style
-    backward kernels may still vary, so CUDA runs are recorded as not guaranteed deterministic.
+    backward kernels may still vary, so CUDA runs are recorded as not guaranteed deterministic. With
+    ``deterministic=False`` (a suite's ``fast_path``) cuDNN benchmarks and picks the fastest kernels.
     """
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if not deterministic:
+        torch.use_deterministic_algorithms(False)
+        return False
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

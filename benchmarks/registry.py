@@ -13,7 +13,7 @@ import math
 import pkgutil
 from typing import Any
 
-from kdbench.domains import Domain
+from kdbench.domains import AnyOf, Domain
 from kdbench.errors import ConfigError
 from kdbench.method import TAP_NAMES, Method, Task
 from kdbench.paths import is_plain_name
@@ -90,10 +90,15 @@ def resolve_hyperparameters(name: str, overrides: dict[str, Any] | None, task: T
         if key not in hp:
             known = ", ".join(sorted(hp)) or "none"
             raise ConfigError(f"method {name!r} has no hyperparameter {key!r} (known: {known})")
-        hp[key] = _coerce(name, key, hp[key], value)
+        domain = cls.domains.get(key)
+        try:
+            hp[key] = _coerce(name, key, hp[key], value)
+        except ConfigError:
+            if not (isinstance(domain, AnyOf) and domain.contains(value)):
+                raise
+            hp[key] = value  # another type the domain names ("auto" for an integer)
         if isinstance(hp[key], float) and not math.isfinite(hp[key]):
             raise ConfigError(f"method {name!r}: hyperparameter {key!r} must be finite, got {value!r}")
-        domain = cls.domains.get(key)
         if domain is not None and not domain.contains(hp[key]):
             raise ConfigError(f"method {name!r}: hyperparameter {key!r} must be {domain}, got {value!r}")
     cls.check_hyperparameters(hp, task)

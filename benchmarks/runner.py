@@ -85,6 +85,7 @@ def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: Teach
         "method_sources_sha256": plugin_sources_sha256(cell.method_cls),
         "seed": cell.seed,
         "teacher_sha256": teacher.sha256 if (teacher and cell.method_cls.needs_teacher()) else None,
+        **suite.fast_path.hashed(),
     }
 
 
@@ -168,7 +169,7 @@ def run_suite(
 
 def shared_run(p: Prepared, say: Callable[[str], None]) -> SharedRun:
     """The teacher (verified, or trained now under its lock) and what every cell shares."""
-    deterministic = set_determinism(p.device)
+    deterministic = set_determinism(p.device, p.suite.fast_path.deterministic)
     teacher, tinfo, features = None, None, None
     if any(c.method_cls.needs_teacher() for c in p.specs):
         teacher, tinfo, features = get_teacher(p.suite, p.teacher_data, p.device, p.results_dir, deterministic, say)
@@ -300,7 +301,7 @@ def run_group(
         names = live[0].spec.entry.label if len(live) == 1 else f"{len(live)} cells"
         bar.start_epoch(f"seed {seed} {names} ep {epoch + 1}/{train.epochs}", steps)
         teacher_s = train_epoch([r.cell for r in live], shared.teacher, data, train, seed, epoch,
-                                on_step=lambda _: bar.step())
+                                on_step=lambda _: bar.step(), precision=shared.suite.fast_path.precision)
         for run in live:
             run.end_epoch(epoch, teacher_s)
         end(stopped_only=True)

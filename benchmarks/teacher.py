@@ -28,6 +28,7 @@ from kdbench.data import Dataset
 from kdbench.diagnostics import test_pass
 from kdbench.environment import environment, seed_everything
 from kdbench.errors import TeacherError
+from kdbench.fast_path import compile_forward
 from kdbench.locks import exclusive
 from kdbench.method import MethodContext
 from kdbench.models import to_device
@@ -65,6 +66,7 @@ def teacher_config_hash(suite: SuiteConfig, data: Dataset) -> str:
         "model": suite.teacher.model,
         "seed": suite.teacher.seed,
         "train": asdict(suite.teacher.train),
+        **suite.fast_path.hashed(),
     })
 
 
@@ -111,7 +113,14 @@ def get_teacher(
 def _build(suite: SuiteConfig, data: Dataset, device: torch.device) -> TappedModel:
     from kdbench.suite_models import build_teacher
 
-    return to_device(build_teacher(suite, data.spec), device)
+    return to_device(build_teacher(suite, data.spec), device, suite.fast_path.channels_last)
+
+
+def _compiled(model: TappedModel, suite: SuiteConfig) -> TappedModel:
+    """Compiled when the suite asks, once its shapes are known (a dry run would compile too)."""
+    if suite.fast_path.compile:
+        compile_forward(model)
+    return model
 
 
 def _read_meta(folder: Path) -> dict:
@@ -156,7 +165,7 @@ def _load(suite, data, device, folder: Path, h: str) -> tuple[TappedModel, Teach
         )
     model = _build(suite, data, device)
     _load_weights(model, ckpt, device, folder)
-    acc, features = test_pass(model, data.test)
+    acc, features = test_pass(_compiled(model, suite), data.test, precision=suite.fast_path.precision)
     if abs(acc - meta["test_acc"]) > ACC_TOLERANCE:
         raise TeacherError(
             f"teacher {ckpt} measures {acc:.2f}% on the test set, recorded {meta['test_acc']:.2f}%; "
@@ -176,16 +185,17 @@ def _train(
     model = _build(suite, data, device)
     shapes = model.tap_shapes(tuple(data.train.images.shape[1:]))
     ctx = MethodContext(model, None, shapes, None, data.spec.num_classes, cfg.train.epochs, 0)
-    cell = make_cell(model, LabelsOnly({}, ctx), cfg.train.optimizer)
+    precision = suite.fast_path.precision
+    cell = make_cell(_compiled(model, suite), LabelsOnly({}, ctx), cfg.train.optimizer, precision)
     history = []
     t0 = time.perf_counter()
     for epoch in range(cfg.train.epochs):
-        train_epoch([cell], None, data, cfg.train, cfg.seed, epoch)
+        train_epoch([cell], None, data, cfg.train, cfg.seed, epoch, precision=precision)
         if cell.status == "failed":
             raise TeacherError(f"teacher training failed at epoch {epoch + 1}: {cell.error}")
         if cell.status != "ok":
             raise TeacherError(f"teacher training diverged at epoch {epoch + 1}; lower teacher.train lr")
-        acc, features = test_pass(model, data.test)
+        acc, features = test_pass(model, data.test, precision=precision)
         history.append({"epoch": epoch + 1, "loss": epoch_losses(cell)["total"], "test_acc": acc})
         log(f"  teacher epoch {epoch + 1}/{cfg.train.epochs}: test {acc:.2f}%")
     train_s = time.perf_counter() - t0
@@ -255,7 +265,7 @@ def _from_checkpoint(suite, data, device, results_dir: Path, log) -> tuple[Tappe
     cfg = suite.teacher
     model = _build(suite, data, device)
     load_checkpoint(model, checkpoint_state(suite), suite)
-    acc, features = test_pass(model, data.test)
+    acc, features = test_pass(_compiled(model, suite), data.test, precision=suite.fast_path.precision)
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{suite.dataset}-{cfg.model}")
     folder = under(results_dir, "teachers", f"{readable}-ckpt-{cfg.sha256[:12]}")
     write_json_atomic(folder / "teacher.json", {

@@ -5,6 +5,9 @@ once, runs the teacher once with the union of the taps the live cells read (if a
 updates every live cell on that batch. Each cell steps under its own random state and its own
 timer, and an exception in one cell ends that cell alone, so a cell's result and cost do not depend
 on which cells share its stream.
+
+No step waits for the device: a non-finite loss is noted on the device (the step, and its terms) and
+read once per cell at the epoch's end, when the cell ends as ``diverged`` at the step it diverged.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from kdbench.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from kdbench.data import Dataset, Split, test_batches, train_batches
 from kdbench.environment import rng_state, set_rng_state
 from kdbench.errors import StorageError
+from kdbench.fast_path import autocast
 from kdbench.method import Method, TrainingProgress, forward_taps_for
 from kdbench.models.tapped import TappedModel
 from kdbench.timing import Timer
@@ -43,10 +47,42 @@ class Cell:
     traceback: str | None = None
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0
+    precision: str = "fp32"
+    watch: "NonFinite | None" = None  # this epoch's first non-finite loss, on the device
 
     def fail(self, exc: BaseException) -> None:
+        if self.watch is not None and self.watch.read(self):  # an error caused by the NaNs before it
+            return
         self.status = "failed"
         self.error, self.traceback = describe_failure(exc)
+
+
+class NonFinite:
+    """The first step of an epoch whose loss is not finite, and its terms, kept on the device."""
+
+    def __init__(self, terms: dict[str, torch.Tensor], epoch: int) -> None:
+        self.names, self.epoch = list(terms), epoch
+        device = next(iter(terms.values())).device
+        self.seen = torch.zeros((), dtype=torch.bool, device=device)
+        self.step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.terms = torch.zeros(len(self.names), device=device)
+
+    def update(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        first = bad & ~self.seen
+        vec = torch.stack([terms[k].detach().float() for k in self.names])
+        self.step = torch.where(first, step, self.step)
+        self.terms = torch.where(first, vec, self.terms)
+        self.seen = self.seen | bad
+
+    def read(self, c: "Cell") -> bool:
+        """Whether a loss was non-finite (a wait for the device); if so, ``c`` ends as diverged."""
+        if not bool(self.seen):
+            return False
+        c.status = "diverged"
+        c.diverged_at = {"epoch": self.epoch + 1, "step": int(self.step),
+                         "terms": dict(zip(self.names, self.terms.tolist()))}
+        return True
 
 
 def describe_failure(exc: BaseException) -> tuple[str, str]:
@@ -83,14 +119,14 @@ def lr_at(opt: OptimizerConfig, sched: ScheduleConfig, epochs: int, epoch: int, 
     return opt.lr
 
 
-def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig) -> Cell:
+def make_cell(student: TappedModel, method: Method, cfg: OptimizerConfig, precision: str = "fp32") -> Cell:
     """The student and the method's extra modules share one optimizer; the teacher is never in it,
     nor is anything a method froze (an imported layer). The cell's random state starts as the
     global one is now."""
     params = [p for p in [*student.parameters(), *method.parameters()] if p.requires_grad]
     device = next(student.parameters()).device
     return Cell(student=student, method=method, optimizer=build_optimizer(params, cfg),
-                rng=rng_state(device), own=Timer(device))
+                rng=rng_state(device), own=Timer(device), precision=precision)
 
 
 def run_as(c: Cell, fn: Callable[[], None], timer: Timer | None = None) -> None:
@@ -118,9 +154,11 @@ def train_epoch(
     seed: int,
     epoch: int,
     on_step: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> float:
-    """One epoch over the training set for every live cell, on the (seed, epoch) data stream.
-    Returns the seconds the shared teacher pass took (0 when no live cell reads the teacher)."""
+    """One epoch over the training set for every live cell, on the (seed, epoch) data stream, the
+    teacher's pass in ``precision``. Returns the seconds the shared teacher pass took (0 when no
+    live cell reads the teacher)."""
     live = [c for c in cells if c.status == "ok"]
     needs_teacher = teacher is not None and any(c.method.needs_teacher() for c in live)
     teacher_taps = frozenset().union(*(c.method.teacher_taps for c in live))
@@ -129,13 +167,13 @@ def train_epoch(
     for c in live:
         c.student.train()
         c.method.train()
-        c.sums, c.steps = {}, 0
+        c.sums, c.steps, c.watch = {}, 0, None
     for step, (x, y) in enumerate(train_batches(data.train, data.spec, train.batch_size, seed, epoch)):
         lr = lr_at(train.optimizer, train.schedule, train.epochs, epoch, step / steps_per_epoch)
         progress = TrainingProgress(epoch, step, steps_per_epoch, train.epochs)
         t_taps = None
         if needs_teacher and any(c.status == "ok" and c.method.needs_teacher() for c in live):
-            with torch.no_grad(), teacher_time.region():
+            with torch.no_grad(), teacher_time.region(), autocast(precision, x.device):
                 t_taps = forward_taps_for(teacher, x, teacher_taps)
         for c in live:
             if c.status == "ok":
@@ -143,7 +181,7 @@ def train_epoch(
         if on_step is not None:
             on_step(step)
     for c in live:
-        if c.status == "ok":
+        if c.status == "ok" and not (c.watch is not None and c.watch.read(c)):
             run_as(c, lambda: c.method.on_epoch_end(epoch))
     return teacher_time.seconds()
 
@@ -151,16 +189,12 @@ def train_epoch(
 def _step(c: Cell, x, y, t_taps, progress: TrainingProgress, lr: float) -> None:
     for group in c.optimizer.param_groups:
         group["lr"] = lr
-    s_taps = forward_taps_for(c.student, x, c.method.student_taps)
-    terms = c.method.losses(s_taps, t_taps, y, progress)
-    loss = sum(terms.values())
-    if not torch.isfinite(loss):
-        c.status = "diverged"
-        c.diverged_at = {
-            "epoch": progress.epoch + 1, "step": progress.step,
-            "terms": {k: float(v.detach()) for k, v in terms.items()},
-        }
-        return
+    with autocast(c.precision, x.device):
+        s_taps = forward_taps_for(c.student, x, c.method.student_taps)
+        terms = c.method.losses(s_taps, t_taps, y, progress)
+        loss = sum(terms.values())
+    c.watch = c.watch or NonFinite(terms, progress.epoch)
+    c.watch.update(loss, terms, progress.step)
     c.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     c.optimizer.step()
@@ -182,12 +216,14 @@ EVAL_BATCH = 256
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH) -> float:
+def evaluate(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH, precision: str = "fp32") -> float:
     """Top-1 accuracy in percent on ``split`` (eval mode, no augmentation)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
     for x, y in test_batches(split, batch_size):
-        correct += (model(x).argmax(dim=1) == y).sum()
+        with autocast(precision, x.device):
+            logits = model(x)
+        correct += (logits.argmax(dim=1) == y).sum()
     model.train(was_training)
     return 100.0 * int(correct) / len(split)

@@ -18,7 +18,9 @@ output and stays at inference. On every augmented batch:
 
 Every run records what the code costs the teacher for its k (reconstruction KL on train and test,
 the mean-only KL, the teacher's accuracy through ℓ(c_T)). The rule behind the default k, the sweep
-that tested it and what is not built: docs/methods.md, ``bregman_pca``.
+that tested it and what is not built: docs/methods.md, ``bregman_pca``. ``k: auto`` applies that
+rule to the run's own teacher when it is prepared (training set only), for a dataset whose class
+count the default was not chosen for.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdbench import NON_NEGATIVE, ConfigError, Method, TeacherData, at_least, register
+from kdbench import NON_NEGATIVE, AnyOf, ConfigError, Method, OneOf, TeacherData, at_least, register
 from kdbench.offline_cache import cache_path, load_or_compute, source_sha256
 from kdbench.methods import _bregman
 from kdbench.methods._bregman import ImportedLayer, fit_bregman_pca, solve_coefficients, transfer, warm_start
 
 SOFTMAX = transfer("softmax")
+#: The rule for k: the smallest k whose training-set reconstruction KL is below this share of the
+#: mean-only KL (docs/methods.md, "Choice of k").
+K_RULE_SHARE = 0.01
 
 
 @torch.no_grad()
@@ -62,7 +67,7 @@ class BregmanPCA(Method):
         "fit_iters": 30, "fit_newton_iters": 5, "newton_iters": 5,
     }
     domains = {
-        "k": at_least(1), "lambda_c": NON_NEGATIVE, "lambda_B": NON_NEGATIVE, "lambda_y": NON_NEGATIVE,
+        "k": AnyOf(at_least(1), OneOf("auto")), "lambda_c": NON_NEGATIVE, "lambda_B": NON_NEGATIVE, "lambda_y": NON_NEGATIVE,
         "fit_iters": at_least(1), "fit_newton_iters": at_least(1), "newton_iters": at_least(1),
     }
     student_taps = frozenset({"pooled", "logits"})
@@ -71,22 +76,26 @@ class BregmanPCA(Method):
     @classmethod
     def check_hyperparameters(cls, hp, task) -> None:
         """Softmax is flat along the all-ones direction: at most classes − 1 directions carry information."""
-        if hp["k"] > task.num_classes - 1:
+        if hp["k"] != "auto" and hp["k"] > task.num_classes - 1:
             raise ConfigError(
                 f"bregman_pca: k must be at most classes − 1 = {task.num_classes - 1} for softmax, got {hp['k']}"
             )
 
     def __init__(self, hp, ctx):
         super().__init__(hp, ctx)
-        k, d = self.hp["k"], ctx.num_classes
-        student = ctx.student
+        self.layer: tuple[ImportedLayer, ...] = ()  # a plain tuple: the layer belongs to the student
+        self.facts: dict = {}
+        if self.hp["k"] != "auto":  # else once prepare() has chosen k
+            self._build_head(self.hp["k"])
+
+    def _build_head(self, k: int) -> None:
+        """The student's class head becomes ĉ(x); the imported layer after it maps ĉ to m + V ĉ."""
+        student, d = self.ctx.student, self.ctx.num_classes
         device = next(student.parameters()).device
-        # the student's class head becomes ĉ(x); the imported layer after it maps ĉ to m + V ĉ
         student.classifier = torch.nn.Linear(student.classifier.in_features, k).to(device)
         layer = ImportedLayer(SOFTMAX, torch.zeros(d), torch.zeros(d, k)).to(device)
         student.inject("logits", layer)
-        self.layer = (layer,)  # a plain tuple: the layer belongs to the student, not to us
-        self.facts: dict = {}
+        self.layer = (layer,)
 
     @property
     def imported(self) -> ImportedLayer:
@@ -94,7 +103,7 @@ class BregmanPCA(Method):
 
     # -- offline fit -------------------------------------------------------------------------------
 
-    def cache_path(self, data: TeacherData) -> Path:
+    def cache_path(self, data: TeacherData, k: int) -> Path:
         """Teacher sha256 and k in the clear; every other input (the fit's code included) digested."""
         inputs = {
             "code": source_sha256(_bregman), "n_images": len(data.train_images), "seed": data.seed,
@@ -102,12 +111,36 @@ class BregmanPCA(Method):
             "newton_iters": self.hp["newton_iters"],
             "n_test": None if data.test_images is None else len(data.test_images),
         }
-        return cache_path(data.cache_dir, f"bregman_pca-k{self.hp['k']}", data.teacher_sha256, inputs)
+        return cache_path(data.cache_dir, f"bregman_pca-k{k}", data.teacher_sha256, inputs)
 
-    def fit(self, data: TeacherData) -> dict:
+    def fitted(self, data: TeacherData, k: int) -> tuple[dict, bool]:
+        """The fit for ``k``, from the cache or computed now; and whether it was cached."""
+        return load_or_compute(self.cache_path(data, k), lambda: self.fit(data, k))
+
+    def choose_k(self, data: TeacherData) -> tuple[int, dict[int, float]]:
+        """The smallest k whose training reconstruction KL is below K_RULE_SHARE of the mean-only KL,
+        by doubling, then bisection (the KL falls as k grows); and the KL of each k tried."""
+        tried: dict[int, float] = {}
+
+        def passes(k: int) -> bool:
+            fit, _ = self.fitted(data, k)
+            tried[k] = float(fit["train_kl"])
+            return tried[k] < K_RULE_SHARE * float(fit["history"][0])
+
+        top, lo, hi = self.ctx.num_classes - 1, 0, 1
+        while not passes(hi):
+            if hi == top:
+                return top, tried  # no k passes: the largest there is
+            lo, hi = hi, min(2 * hi, top)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+        return hi, tried
+
+    def fit(self, data: TeacherData, k: int) -> dict:
         t0 = time.perf_counter()
         y_train = teacher_logits(data.teacher, data.train_images)
-        fit = fit_bregman_pca(SOFTMAX, y_train.cpu(), self.hp["k"], iters=self.hp["fit_iters"],
+        fit = fit_bregman_pca(SOFTMAX, y_train.cpu(), k, iters=self.hp["fit_iters"],
                               newton_iters=self.hp["fit_newton_iters"], seed=data.seed)
         out = {"m": fit.m.float(), "V": fit.V.float(), "history": torch.tensor(fit.history),
                "fit_s": torch.tensor(time.perf_counter() - t0, dtype=torch.float64)}
@@ -131,14 +164,18 @@ class BregmanPCA(Method):
 
     def prepare(self, data: TeacherData) -> dict:
         t0 = time.perf_counter()
-        path = self.cache_path(data)
-        fitted, hit = load_or_compute(path, lambda: self.fit(data))
+        k, tried = (self.hp["k"], None) if self.hp["k"] != "auto" else self.choose_k(data)
+        if not self.layer:
+            self._build_head(k)
+        path = self.cache_path(data, k)
+        fitted, hit = self.fitted(data, k)
         with torch.no_grad():
             self.imported.m.copy_(fitted["m"])
             self.imported.V.copy_(fitted["V"])
         history = fitted["history"].tolist()
         self.facts = {
-            "k": self.hp["k"],
+            "k": k,
+            **({"k_rule": {"share_of_mean_only_kl": K_RULE_SHARE, "train_kl_by_k": tried}} if tried else {}),
             "fit_s": float(fitted["fit_s"]),
             "offline_s": time.perf_counter() - t0,
             "cache_hit": hit,

@@ -95,6 +95,31 @@ def test_loss_terms_match_independent_computations(tmp_path):
                 >= base - 1e-9).all()
 
 
+def test_k_auto_is_the_smallest_k_the_training_set_rule_passes(tmp_path):
+    from kdbench.methods._bregman import ImportedLayer, fit_bregman_pca
+    from kdbench.methods.bregman_pca import SOFTMAX, teacher_code, teacher_logits
+
+    cls, student, teacher, method, data, facts = build(tmp_path / "a", k="auto")
+    y = teacher_logits(teacher, data.train_images)
+    passing = []
+    for k in range(1, 10):  # every k, from scratch: no doubling, no bisection
+        fit = fit_bregman_pca(SOFTMAX, y, k, seed=0)
+        layer = ImportedLayer(SOFTMAX, fit.m.float(), fit.V.float())
+        kl = SOFTMAX.divergence(layer(teacher_code(layer, y, 5)), y).mean()
+        mean_only = SOFTMAX.divergence(layer.m.expand_as(y), y).mean()
+        passing.append(bool(kl < 0.01 * mean_only))
+    want = passing.index(True) + 1
+    assert facts["k"] == want and student.classifier.out_features == want
+    assert method.record_extras()["imported_layer"]["k"] == want and method.hp["k"] == "auto"
+    assert set(facts["k_rule"]["train_kl_by_k"]) >= {want}
+    # the test split plays no part in the choice
+    other = TeacherData(**{**data.__dict__, "cache_dir": tmp_path / "b", "test_images": torch.zeros_like(data.test_images)})
+    torch.manual_seed(0)
+    again = build_model("fmnist_student", 10, 1)
+    ctx = MethodContext(again, teacher, again.tap_shapes(SHAPE), teacher.tap_shapes(SHAPE), 10, 2, 1)
+    assert cls(method.hp, ctx).prepare(other)["k"] == want
+
+
 def method_code(method, logits):
     from kdbench.methods.bregman_pca import teacher_code
     return teacher_code(method.imported, logits, method.hp["newton_iters"])

@@ -69,9 +69,9 @@ def test_student_init_is_paired_across_methods(needs_fashion_mnist, write_suite,
     captured = {}
     real_make_cell = cell_module.make_cell
 
-    def spy(student, method, cfg):
+    def spy(student, method, cfg, precision):
         captured[(method.name, len(captured))] = {k: v.clone() for k, v in student.state_dict().items()}
-        return real_make_cell(student, method, cfg)
+        return real_make_cell(student, method, cfg, precision)
 
     monkeypatch.setattr(cell_module, "make_cell", spy)
     path = write_suite(seeds=[0, 1], train={"epochs": 1, "batch_size": 128}, **SMALL)
@@ -160,10 +160,10 @@ def test_interrupted_run_resumes_to_the_same_result(needs_fashion_mnist, write_s
 
     real_epoch = runner.train_epoch
 
-    def dies_in_epoch_3(cells, teacher, data, train, seed, epoch, on_step=None):
+    def dies_in_epoch_3(cells, teacher, data, train, seed, epoch, **kw):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_epoch(cells, teacher, data, train, seed, epoch, on_step)
+        return real_epoch(cells, teacher, data, train, seed, epoch, **kw)
 
     monkeypatch.setattr(runner, "train_epoch", dies_in_epoch_3)
     assert run(path, tmp_path / "cut", "--methods", "vanilla_kd") == 130

@@ -58,10 +58,11 @@ def build_model(
     return adapt(net, (in_channels, image_size, image_size), taps, name)
 
 
-def to_device(model: TappedModel, device: torch.device | str) -> TappedModel:
-    """The model on ``device`` with its 4-D weights channels-last: convolutions read and write NHWC,
-    which is faster on CPUs (README, "Speed"). Part of the protocol: it changes the bits."""
-    return model.to(device=device, memory_format=torch.channels_last)
+def to_device(model: TappedModel, device: torch.device | str, channels_last: bool = True) -> TappedModel:
+    """The model on ``device``, its 4-D weights channels-last by default: convolutions read and write
+    NHWC, which is faster on CPUs (README, "Speed"). Part of the protocol: it changes the bits."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(device=device, memory_format=fmt)
 
 
 def _load_zoo() -> None:
