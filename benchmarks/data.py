@@ -123,12 +123,12 @@ def _load_user(source: DataSource, device: torch.device) -> Dataset:
     spec = DatasetSpec(source.name, len(raw.classes), images.shape[1], images.shape[2], mean, std,
                        source.crop_padding, source.hflip)
 
-    def split(x: torch.Tensor, y: torch.Tensor) -> Split:
+    def split(x: torch.Tensor, y: torch.Tensor) -> Split:  # in place: one float copy at the peak
         m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-        return Split(((user_data.as_float(x) - m) / s).to(device), y.to(device))
+        return Split(user_data.as_float(x).sub_(m).div_(s).to(device), y.to(device))
 
-    return Dataset(spec, split(*raw.train), split(*raw.test), source.path, user_data.digest(raw),
-                   tuple(raw.classes))
+    sha = user_data.digest(raw)  # before the splits are normalised in place
+    return Dataset(spec, split(*raw.train), split(*raw.test), source.path, sha, tuple(raw.classes))
 
 
 def _to_split(x: torch.Tensor, y: torch.Tensor, spec: DatasetSpec, device) -> Split:

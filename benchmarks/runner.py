@@ -57,7 +57,10 @@ def plan(
                 get_method(m)  # neither a suite label nor registered: ConfigError naming the registered
                 entries.append(MethodEntry(m, m))
         entries = [e for e in entries if e.label in methods or e.method in methods]
-    spec = spec or DATASETS[suite.dataset]
+    if spec is None and isinstance(suite.dataset, str):
+        spec = DATASETS[suite.dataset]
+    if spec is None:
+        raise ValueError("plan() needs the spec of the user's dataset, known once it is loaded")
     task = Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
     resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
     for s in seeds or []:

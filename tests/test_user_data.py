@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,11 @@ def test_unbatched_channels_and_float_images(tmp_path):
     torch.save(arrays, tmp_path / "f.pt")
     data = load_dataset(tensors_source(tmp_path / "f.pt"))
     assert data.train.images.shape == (40, 1, 16, 16)
+    # the sha256 covers the class names and the arrays as the file holds them, not as normalised
+    want = hashlib.sha256("\n".join(map(str, range(5))).encode())
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        want.update(arrays[key].numpy().tobytes())
+    assert data.sha256 == want.hexdigest()
 
 
 def _without_images(root):

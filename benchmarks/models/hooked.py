@@ -109,6 +109,9 @@ class HookedModel(TappedModel):
         else:
             logits = self._inject("logits", out)
         n = len(self.paths.stages)
+        if len(got["stages"]) < n:
+            missed = next(p for g, p in enumerate(self.paths.stages) if g not in got["stages"])
+            raise RuntimeError(f"the stage module {missed!r} did not run in the forward pass")
         return Taps(stages=[got["stages"][g] for g in range(n)], prepool=got.get("prepool"),
                     pooled=got.get("pooled"), logits=logits, blocks=got["blocks"],
                     preact_blocks=got["preact_blocks"] if preact else {},

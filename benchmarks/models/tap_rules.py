@@ -139,7 +139,10 @@ def _checked(net: nn.Module, paths: TapPaths, prepools: tuple[str, ...], input_s
         _refuse(declared, "classifier", f"{ref}: taps.classifier {paths.classifier!r} does not produce the network's output")
         paths = TapPaths(paths.stages, paths.prepool, None)
     model = HookedModel(net, paths)
-    taps = _dry_run(model, input_shape, model.forward_taps)
+    try:
+        taps = _dry_run(model, input_shape, model.forward_taps)
+    except RuntimeError as exc:
+        raise ConfigError(f"{ref}: its taps cannot be read: {str(exc).splitlines()[0]}") from None
     bad = [p for p, t in zip(paths.stages, taps.stages) if t.dim() != 4]
     if bad:
         _refuse(declared, "stages", f"{ref}: taps.stages {bad[0]!r} is not a map (B×C×H×W)")
