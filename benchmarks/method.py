@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kdbench.domains import Domain
-from kdbench.models.tapped import TAP_NAMES, TappedModel, Taps, TapShapes
+from kdbench.models.tapped import TAP_NAMES, TappedModel, Taps, TapShapes  # noqa: F401 (TAP_NAMES: re-exported)
 
 # TAP_NAMES: the taps a method may ask for, on either network. ``preact`` asks for the
 # pre-activation maps (``Taps.preact_stages`` / ``preact_blocks``), computed only when asked for.

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdbench.cell import CellRun, RunSpec, SharedRun
+from kdbench.cell import CellRun, SharedRun
 from kdbench.config import load_suite
-from kdbench.data import DATASETS, Dataset, DatasetSpec, Split, augment
+from kdbench.data import DATASETS, Dataset, DatasetSpec, Split
 from kdbench.environment import resolve_device, set_determinism
 from kdbench.errors import KDBenchError
 from kdbench.fast_path import FastPath, compile_forward

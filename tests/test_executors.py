@@ -9,7 +9,6 @@ without a teacher, one with, and one with offline targets (bregman_pca).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import yaml
 
 from kdbench.cli import main
 from kdbench.config import SUITES_DIR
+from tests.extras import require
 from tests.test_end_to_end import same_results
 
 METHODS = ["student_ce", "vanilla_kd", "bregman_pca"]
@@ -48,14 +48,6 @@ def records(results: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted((results / "smoke" / "runs").glob("*.json"))}
 
 
-def require(module: str) -> None:
-    """The cluster extra is part of the set-up: missing, it is a skip here and a failure in CI."""
-    if importlib.util.find_spec(module) is None:
-        if os.environ.get("KDBENCH_REQUIRE_DATA") == "1":
-            pytest.fail(f"{module} is not installed (the set-up installs kdbench[cluster])")
-        pytest.skip(f"{module} not installed: pip install 'kdbench[cluster]'")
-
-
 @pytest.fixture(scope="module")
 def in_process(needs_fashion_mnist, suite, tmp_path_factory):
     results = tmp_path_factory.mktemp("local")
@@ -77,7 +69,7 @@ def same_as_in_process(results: Path, in_process: Path) -> None:
 @pytest.mark.parametrize("executor,module", [("processes:2", None), ("slurm-local", "submitit"), ("ray", "ray")])
 def test_an_executor_gives_the_in_process_records_bitwise(in_process, suite, tmp_path, executor, module):
     if module:
-        require(module)
+        require(module, "cluster")
     extra = ["--ray-cpus", "2"] if executor == "ray" else []
     done = subprocess.run(kdbench(suite, "--executor", executor, "--results-dir", str(tmp_path), *extra),
                           capture_output=True, text=True, timeout=900)

@@ -16,6 +16,7 @@ from kdbench.errors import ConfigError
 from kdbench.models import build_model
 from kdbench.models.references import fingerprint
 from kdbench.models.tapped import TAP_NAMES
+from tests.extras import require
 from tests.user_files import STUDENT_TAPS, write_student_module
 
 SHAPE = (3, 32, 32)
@@ -143,7 +144,7 @@ def test_timm_without_the_extra_names_it(monkeypatch):
 
 
 def test_timm_models_are_adapted():
-    pytest.importorskip("timm", reason="the models extra is not installed")
+    require("timm", "models")
     model = build_model("timm:resnet10t", 5, 3, 32)
     assert model.gives == TAP_NAMES and model.paths.classifier == "fc"
     with pytest.raises(ConfigError, match="unknown timm model 'resnet10x'"):
