@@ -85,6 +85,7 @@ class BregmanPCA(Method):
         super().__init__(hp, ctx)
         self.layer: tuple[ImportedLayer, ...] = ()  # a plain tuple: the layer belongs to the student
         self.facts: dict = {}
+        self._train_logits: torch.Tensor | None = None
         if self.hp["k"] != "auto":  # else once prepare() has chosen k
             self._build_head(self.hp["k"])
 
@@ -137,9 +138,15 @@ class BregmanPCA(Method):
             lo, hi = (lo, mid) if passes(mid) else (mid, hi)
         return hi, tried
 
+    def train_logits(self, data: TeacherData) -> torch.Tensor:
+        """ŷ_T on the training images, computed once while preparing (k: auto fits several k)."""
+        if self._train_logits is None:
+            self._train_logits = teacher_logits(data.teacher, data.train_images)
+        return self._train_logits
+
     def fit(self, data: TeacherData, k: int) -> dict:
         t0 = time.perf_counter()
-        y_train = teacher_logits(data.teacher, data.train_images)
+        y_train = self.train_logits(data)
         fit = fit_bregman_pca(SOFTMAX, y_train.cpu(), k, iters=self.hp["fit_iters"],
                               newton_iters=self.hp["fit_newton_iters"], seed=data.seed)
         out = {"m": fit.m.float(), "V": fit.V.float(), "history": torch.tensor(fit.history),
@@ -169,6 +176,7 @@ class BregmanPCA(Method):
             self._build_head(k)
         path = self.cache_path(data, k)
         fitted, hit = self.fitted(data, k)
+        self._train_logits = None  # not kept through training
         with torch.no_grad():
             self.imported.m.copy_(fitted["m"])
             self.imported.V.copy_(fitted["V"])

@@ -18,7 +18,10 @@ from kdbench.data import DATASETS, Dataset, Split
 from kdbench.environment import set_determinism
 from kdbench.errors import ConfigError
 from kdbench.fast_path import CompiledOrEager, FastPath
-from kdbench.method import Method
+from kdbench.method import Method, MethodContext, TeacherData
+from kdbench.registry import get_method
+from kdbench.suite_models import build_student, build_teacher
+from kdbench.teacher import freeze
 from kdbench.models import build_model, to_device
 from kdbench.registry import method_names
 from kdbench.runner import cell_config, plan
@@ -170,9 +173,24 @@ def test_no_training_step_reads_a_tensor_into_python(needs_fashion_mnist, tmp_pa
     assert sorted(recs) == method_names() and [r["error"] for r in recs.values() if r["status"] != "ok"] == []
 
 
-def test_the_cifar100_suite_sets_its_per_method_hyperparameters():
+def test_the_cifar100_suite_sets_its_per_method_hyperparameters(tmp_path):
     suite = load_suite("cifar100-crd")
     cells = {c.entry.method: c.hyperparameters for c in plan(suite, None, [0])}
     assert sorted(cells) == method_names()
     assert cells["kd_layer"]["K"] == 4096 and cells["bregman_pca"]["k"] == "auto"
     assert "Nesterov" in suite.description and "shared protocol wins" in suite.description
+    # k from the rule, for 100 classes, on the suite's own pair (random weights, CIFAR-shaped data)
+    spec = DATASETS["cifar100"]
+    torch.manual_seed(0)
+    teacher = freeze(build_teacher(suite, spec))
+    student = build_student(suite, spec)
+    shape = (3, 32, 32)
+    ctx = MethodContext(student, teacher, student.tap_shapes(shape), teacher.tap_shapes(shape), 100, 240, 1)
+    method = get_method("bregman_pca")(cells["bregman_pca"], ctx)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(100, *shape, generator=g)
+    facts = method.prepare(TeacherData(teacher, images, torch.arange(100), tmp_path, 0, "cd" * 32))
+    tried = facts["k_rule"]["train_kl_by_k"]
+    assert 1 <= facts["k"] <= 99 and student.classifier.out_features == facts["k"]
+    assert facts["k"] in tried and all(k < facts["k"] for k in tried if k != facts["k"] and
+                                       tried[k] >= 0.01 * facts["teacher_mean_only_kl_train"])
