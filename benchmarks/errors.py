@@ -1,6 +1,13 @@
 """User-facing errors: the CLI prints these as one line and exits non-zero, before any record is written."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none), for the
+    one-line errors that wrap a library's."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class KDBenchError(Exception):
     """Base class of errors caused by the user's input or environment, not by a bug."""
 

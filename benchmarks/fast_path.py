@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from kdbench.errors import first_line
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -55,8 +57,7 @@ class CompiledOrEager:
             try:
                 return self.compiled(*args, **kwargs)
             except Exception as exc:  # an unsupported op, no compiler on this machine, ...
-                text = str(exc).strip()
-                self.note = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+                self.note = f"{type(exc).__name__}: {first_line(exc)}"[:300]
         return self.fn(*args, **kwargs)
 
 

@@ -21,8 +21,8 @@ import dataclasses
 import math
 import os
 import sys
+import itertools
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ from kdbench.models import to_device
 from kdbench.runner import plan
 from kdbench.suite_models import build_student, build_teacher
 from kdbench.teacher import TeacherInfo, freeze
+from kdbench.timing import Timer
 from kdbench.trainer import train_epoch
 
 VARIANTS = {
@@ -46,29 +47,6 @@ VARIANTS = {
     "compiled": FastPath(compile=True),
     "bf16-compiled": FastPath(precision="bf16", compile=True),
 }
-
-
-class Clock:
-    """Seconds of one region: CUDA events on a GPU (after the work queued so far), else wall time."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def __enter__(self) -> "Clock":
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            self.start.record()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            self.end.record()
-            self.end.synchronize()
-            self.seconds = self.start.elapsed_time(self.end) / 1000.0
-        else:
-            self.seconds = time.perf_counter() - self.t0
 
 
 def synthetic(spec: DatasetSpec, n: int, device: torch.device, seed: int) -> Split:
@@ -115,13 +93,14 @@ def harness_step_s(suite, spec, labels, device, fast, batch, steps, warmup, fold
             raise KDBenchError(f"{r.spec.entry.label} could not start: {r.rec['error']}")
     cells = [r.cell for r in runs]
     train_epoch(cells, teacher, warm, suite.train, 0, 0, precision=fast.precision)
-    with Clock(device) as clock:
+    clock = Timer(device)  # CUDA events on a GPU: no wait before the region, one after it
+    with clock.region():
         train_epoch(cells, teacher, timed, suite.train, 0, 1, precision=fast.precision)
     stopped = [f"{r.spec.entry.label} {r.cell.status} ({r.cell.error or r.cell.diverged_at})"
                for r in runs if r.cell.status != "ok"]
     if stopped:
         raise KDBenchError(f"a cell stopped training, so the timing would leave it out: {'; '.join(stopped)}")
-    return clock.seconds / steps
+    return clock.seconds() / steps
 
 
 class Augmented(torch.utils.data.Dataset):
@@ -154,10 +133,9 @@ def plain_step_s(suite, spec, device, batch, steps, warmup, workers: int) -> flo
     data = Augmented(synthetic(spec, (warmup + steps) * batch, torch.device("cpu"), 4), spec)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
                                          num_workers=workers, pin_memory=device.type == "cuda")
-    running, clock = 0.0, Clock(device)
-    for i, (x, y) in enumerate(loader):
-        if i == warmup:
-            clock.__enter__()
+    batches, running = iter(loader), 0.0
+
+    def step(x, y) -> float:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.no_grad():
             t = teacher(x)
@@ -167,9 +145,15 @@ def plain_step_s(suite, spec, device, batch, steps, warmup, workers: int) -> flo
         opt.zero_grad()
         loss.backward()
         opt.step()
-        running += loss.item()
-    clock.__exit__()
-    return clock.seconds / steps
+        return loss.item()
+
+    for x, y in itertools.islice(batches, warmup):
+        running += step(x, y)
+    clock = Timer(device)
+    with clock.region():
+        for x, y in batches:  # the loader's own time included, as in users' loops
+            running += step(x, y)
+    return clock.seconds() / steps
 
 
 def table(rows: list[tuple], spec: DatasetSpec, batch: int, n_train: int) -> str:

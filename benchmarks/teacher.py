@@ -27,7 +27,7 @@ from kdbench.config import PROTOCOL_VERSION, SuiteConfig, stable_hash
 from kdbench.data import Dataset
 from kdbench.diagnostics import test_pass
 from kdbench.environment import environment, seed_everything
-from kdbench.errors import TeacherError
+from kdbench.errors import TeacherError, first_line
 from kdbench.fast_path import compile_forward
 from kdbench.locks import exclusive
 from kdbench.method import MethodContext
@@ -70,9 +70,11 @@ def teacher_config_hash(suite: SuiteConfig, data: Dataset) -> str:
     })
 
 
-def teacher_dir(results_dir: Path, suite: SuiteConfig, config_hash: str) -> Path:
+def teacher_dir(results_dir: Path, suite: SuiteConfig, tag: str) -> Path:
+    """``results/teachers/<dataset>-<model>-<tag>``: the tag is the config hash's head, or
+    ``ckpt-<sha256 head>`` for the user's checkpoint."""
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{suite.dataset}-{suite.teacher.model}")
-    return under(results_dir, "teachers", f"{readable}-{config_hash[:12]}")
+    return under(results_dir, "teachers", f"{readable}-{tag}")
 
 
 def file_sha256(path: Path) -> str:
@@ -101,7 +103,7 @@ def get_teacher(
     if suite.teacher.checkpoint:
         return _from_checkpoint(suite, data, device, results_dir, log)
     h = teacher_config_hash(suite, data)
-    folder = teacher_dir(results_dir, suite, h)
+    folder = teacher_dir(results_dir, suite, h[:12])
     if (folder / "teacher.json").is_file():
         return _load(suite, data, device, folder, h)
     with exclusive(folder.with_name(folder.name + ".lock"), f"teacher {folder.name}", log):
@@ -146,9 +148,8 @@ def _load_weights(model: TappedModel, ckpt: Path, device: torch.device, folder: 
             raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
         model.load_state_dict(state)
     except Exception as exc:  # unpickling refused, truncated, wrong keys or shapes
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TeacherError(
-            f"teacher checkpoint {ckpt} cannot be loaded ({why}); delete {folder} to retrain it"
+            f"teacher checkpoint {ckpt} cannot be loaded ({first_line(exc)}); delete {folder} to retrain it"
         ) from None
 
 
@@ -237,8 +238,7 @@ def checkpoint_state(suite: SuiteConfig) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, a pickle asking for code
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TeacherError(f"teacher.checkpoint {path} cannot be loaded as tensors ({why})") from None
+        raise TeacherError(f"teacher.checkpoint {path} cannot be loaded as tensors ({first_line(exc)})") from None
     for key in ("state_dict", "model"):  # the wrappers training scripts save
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -266,8 +266,7 @@ def _from_checkpoint(suite, data, device, results_dir: Path, log) -> tuple[Tappe
     model = _build(suite, data, device)
     load_checkpoint(model, checkpoint_state(suite), suite)
     acc, features = test_pass(_compiled(model, suite), data.test, precision=suite.fast_path.precision)
-    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{suite.dataset}-{cfg.model}")
-    folder = under(results_dir, "teachers", f"{readable}-ckpt-{cfg.sha256[:12]}")
+    folder = teacher_dir(results_dir, suite, f"ckpt-{cfg.sha256[:12]}")
     write_json_atomic(folder / "teacher.json", {
         "model": cfg.model, "dataset": data.spec.name, "checkpoint": cfg.checkpoint, "sha256": cfg.sha256,
         "test_acc": acc, "n_test": len(data.test), "data_sha256": data.sha256,

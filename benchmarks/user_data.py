@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.errors import DataError
+from kdbench.errors import DataError, first_line
 
 FORMATS = ("imagefolder", "tensors")
 TENSOR_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -223,8 +223,7 @@ def _read_arrays(path: Path) -> dict[str, torch.Tensor]:
     except DataError:
         raise
     except Exception as exc:  # truncated, not a zip, a pickle asking for code
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path} cannot be read ({why})") from None
+        raise DataError(f"{path} cannot be read ({first_line(exc)})") from None
     raise DataError(f"tensors file {path} must end in .pt or .npz")
 
 

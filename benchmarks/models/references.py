@@ -25,7 +25,7 @@ from typing import Callable
 
 from torch import nn
 
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, first_line
 
 ENTRY_POINT_GROUP = "kdbench.models"
 EXTRA_HINT = "pip install 'kdbench[models]'"
@@ -58,7 +58,7 @@ def build_reference(ref: str, num_classes: int, in_channels: int, search: Path |
     try:
         builder = ep.load()
     except Exception as exc:  # a broken third-party package
-        raise ConfigError(f"model {ref!r} (entry point {ep.value}) does not load: {_first_line(exc)}") from None
+        raise ConfigError(f"model {ref!r} (entry point {ep.value}) does not load: {first_line(exc)}") from None
     return _call(ref, builder, num_classes, in_channels)
 
 
@@ -77,11 +77,6 @@ def fingerprint(ref: str, search: Path | None = None) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _call(ref: str, builder: Callable, num_classes: int, in_channels: int) -> nn.Module:
     if not callable(builder):
         raise ConfigError(f"model {ref!r}: {builder!r} is not callable")
@@ -89,7 +84,7 @@ def _call(ref: str, builder: Callable, num_classes: int, in_channels: int) -> nn
         net = builder(num_classes=num_classes, in_channels=in_channels)
     except Exception as exc:
         raise ConfigError(f"model {ref!r}: calling it with num_classes={num_classes}, "
-                          f"in_channels={in_channels} failed: {_first_line(exc)}") from None
+                          f"in_channels={in_channels} failed: {first_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model {ref!r} returned a {type(net).__name__}, not a torch.nn.Module")
     return net
@@ -104,7 +99,7 @@ def _import_callable(ref: str, search: Path | None) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the module itself raising
-        raise ConfigError(f"model {ref!r}: module {module_name!r} does not import: {_first_line(exc)}") from None
+        raise ConfigError(f"model {ref!r}: module {module_name!r} does not import: {first_line(exc)}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):

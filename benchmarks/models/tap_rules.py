@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, first_line
 from kdbench.models.hooked import HookedModel, TapPaths
 
 TAP_KEYS = ("stages", "prepool", "classifier")
@@ -130,8 +130,7 @@ def _checked(net: nn.Module, paths: TapPaths, prepools: tuple[str, ...], input_s
     try:
         out = _dry_run(net, input_shape)
     except Exception as exc:
-        raise ConfigError(f"{ref} cannot run on {'×'.join(map(str, input_shape))} inputs: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        raise ConfigError(f"{ref} cannot run on {'×'.join(map(str, input_shape))} inputs: {first_line(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ConfigError(f"{ref} must return a batch of logits (B×classes), got "
                           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
@@ -142,7 +141,7 @@ def _checked(net: nn.Module, paths: TapPaths, prepools: tuple[str, ...], input_s
     try:
         taps = _dry_run(model, input_shape, model.forward_taps)
     except RuntimeError as exc:
-        raise ConfigError(f"{ref}: its taps cannot be read: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{ref}: its taps cannot be read: {first_line(exc)}") from None
     bad = [p for p, t in zip(paths.stages, taps.stages) if t.dim() != 4]
     if bad:
         _refuse(declared, "stages", f"{ref}: taps.stages {bad[0]!r} is not a map (B×C×H×W)")
