@@ -16,6 +16,7 @@ floating point; labels integers from 0.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def _tensors(source: DataSource, device: torch.device) -> Raw:
     path = Path(source.path)
     if not path.is_file():
         raise DataError(f"tensors file {path} does not exist")
-    arrays = _read_arrays(path)
+    arrays = _read_arrays(path, device)
     missing = [k for k in TENSOR_KEYS if k not in arrays]
     extra = sorted(set(arrays) - set(TENSOR_KEYS))
     if missing or extra:
@@ -204,27 +205,44 @@ def _tensors(source: DataSource, device: torch.device) -> Raw:
         raise DataError(f"{path}: train_labels name one class; a classifier needs two or more")
     if int(test[1].max()) >= classes:
         raise DataError(f"{path}: test_labels has class {int(test[1].max())}, which train_labels never has")
-    check_fits(train[0].numel() + test[0].numel(), device, str(path))
     return Raw(train, test, [str(k) for k in range(classes)])
 
 
-def _read_arrays(path: Path) -> dict[str, torch.Tensor]:
+def _read_arrays(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """The file's arrays, refused before they are read into memory if the images would not fit:
+    a ``.pt`` is memory-mapped, an ``.npz``'s shapes come from its members' headers."""
     try:
         if path.suffix == ".npz":
             import numpy as np
 
             with np.load(path, allow_pickle=False) as z:
-                return {k: torch.from_numpy(z[k].copy()) for k in z.files}
+                _check_images_fit({k: _npz_shape(z, k) for k in z.files}, device, path)
+                return {k: torch.from_numpy(z[k]) for k in z.files}
         if path.suffix == ".pt":
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
                 raise DataError(f"{path} must hold a dict of tensors, got a {type(loaded).__name__}")
+            _check_images_fit({k: tuple(v.shape) for k, v in loaded.items()}, device, path)
             return loaded
     except DataError:
         raise
     except Exception as exc:  # truncated, not a zip, a pickle asking for code
         raise DataError(f"{path} cannot be read ({first_line(exc)})") from None
     raise DataError(f"tensors file {path} must end in .pt or .npz")
+
+
+def _npz_shape(z, key: str) -> tuple[int, ...]:
+    import numpy as np
+
+    with z.zip.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(read(f)[0])
+
+
+def _check_images_fit(shapes: dict[str, tuple[int, ...]], device: torch.device, path: Path) -> None:
+    n = sum(math.prod(shapes[k]) for k in ("train_images", "test_images") if k in shapes)
+    check_fits(n, device, str(path))
 
 
 def _split_arrays(arrays: dict[str, torch.Tensor], split: str, path: Path):

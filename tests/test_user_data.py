@@ -117,6 +117,21 @@ def test_data_too_large_for_the_device_is_refused_before_decoding(tmp_path):
         load_dataset(folder_source(root, size=40_000))
 
 
+def test_a_tensors_file_too_large_is_refused_from_its_headers(tmp_path):
+    """An .npz whose members say they hold 1.6 TB of uint8 images (they hold none): refused before
+    any is read."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**6, 3, 512, 512)})
+    with zipfile.ZipFile(tmp_path / "big.npz", "w") as z:
+        for key in ("train_images", "train_labels", "test_images", "test_labels"):
+            z.writestr(f"{key}.npy", header.getvalue())
+    with pytest.raises(DataError, match=r"big.npz needs 7324.2 GiB on cpu as float32"):
+        load_dataset(tensors_source(tmp_path / "big.npz"))
+
+
 def _drop(key):
     def change(a):
         a.pop(key)
