@@ -94,7 +94,8 @@ def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: Teach
 
 @dataclass(frozen=True)
 class Prepared:
-    """A run validated and ready: its cells, device, data and results folder."""
+    """A run validated and ready: its cells, device, data and results folder (and the user's teacher
+    checkpoint, read once while it was verified)."""
 
     suite: SuiteConfig
     specs: list[RunSpec]
@@ -102,6 +103,7 @@ class Prepared:
     data: Dataset
     teacher_data: Dataset
     results_dir: Path
+    teacher_state: dict | None = None
 
 
 def prepare(
@@ -112,27 +114,30 @@ def prepare(
     A built-in dataset's cells and models are checked before its data is read; the user's data
     is read first, since its classes and image size are what they are checked against."""
     builtin = DATASETS.get(suite.dataset) if isinstance(suite.dataset, str) else None
-    specs = checked_plan(suite, methods, seeds, builtin) if builtin else None
+    checked = checked_plan(suite, methods, seeds, builtin) if builtin else None
     torch_device = resolve_device(device)
     full = load_dataset(suite.dataset, data_dir, torch_device, download)
-    specs = specs or checked_plan(suite, methods, seeds, full.spec)
+    specs, state = checked or checked_plan(suite, methods, seeds, full.spec)
     data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
     teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
-    return Prepared(suite, specs, torch_device, data, teacher_data, check_writable_folder(results_dir))
+    return Prepared(suite, specs, torch_device, data, teacher_data, check_writable_folder(results_dir), state)
 
 
 def checked_plan(
     suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, spec: DatasetSpec,
-) -> list[RunSpec]:
+) -> tuple[list[RunSpec], dict | None]:
     """:func:`plan`, then the networks built (unknown references and bad taps fail here), each
-    method's taps checked against them, and the user's teacher checkpoint verified."""
+    method's taps checked against them, and the user's teacher checkpoint verified; returns the
+    cells and that checkpoint's state dict (None without one)."""
     specs = plan(suite, methods, seeds, spec)
     student = build_student(suite, spec)
     teacher = build_teacher(suite, spec) if any(c.method_cls.needs_teacher() for c in specs) else None
     check_taps(specs, suite, student, teacher)
+    state = None
     if teacher is not None and suite.teacher.checkpoint:
-        load_checkpoint(teacher, checkpoint_state(suite), suite)
-    return specs
+        state = checkpoint_state(suite)
+        load_checkpoint(teacher, state, suite)
+    return specs, state
 
 
 def run_suite(
@@ -175,7 +180,8 @@ def shared_run(p: Prepared, say: Callable[[str], None]) -> SharedRun:
     deterministic = set_determinism(p.device, p.suite.fast_path.deterministic)
     teacher, tinfo, features = None, None, None
     if any(c.method_cls.needs_teacher() for c in p.specs):
-        teacher, tinfo, features = get_teacher(p.suite, p.teacher_data, p.device, p.results_dir, deterministic, say)
+        teacher, tinfo, features = get_teacher(p.suite, p.teacher_data, p.device, p.results_dir, deterministic, say,
+                                               checkpoint=p.teacher_state)
         say(f"teacher {tinfo.model}: {tinfo.test_acc:.2f}% test, sha256 {tinfo.sha256[:12]}…")
     return SharedRun(p.suite, p.data, p.device, deterministic, p.results_dir, teacher, tinfo, features)
 

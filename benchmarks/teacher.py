@@ -95,13 +95,14 @@ def freeze(model: TappedModel) -> TappedModel:
 
 def get_teacher(
     suite: SuiteConfig, data: Dataset, device: torch.device, results_dir: Path, deterministic: bool,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, checkpoint: dict[str, torch.Tensor] | None = None,
 ) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
-    """The suite's teacher, frozen on ``device``: loaded from cache and re-checked, or trained now;
-    with its pooled features on ``data.test`` (for the kernel-gap diagnostic), from the same pass
-    that measured its accuracy."""
+    """The suite's teacher, frozen on ``device``: loaded from cache and re-checked, or trained now,
+    or the user's (``checkpoint``: its state dict, when already read and verified); with its pooled
+    features on ``data.test`` (for the kernel-gap diagnostic), from the same pass that measured its
+    accuracy."""
     if suite.teacher.checkpoint:
-        return _from_checkpoint(suite, data, device, results_dir, log)
+        return _from_checkpoint(suite, data, device, results_dir, log, checkpoint or checkpoint_state(suite))
     h = teacher_config_hash(suite, data)
     folder = teacher_dir(results_dir, suite, h[:12])
     if (folder / "teacher.json").is_file():
@@ -261,10 +262,10 @@ def load_checkpoint(model: TappedModel, state: dict[str, torch.Tensor], suite: S
     model.weights_module().load_state_dict(state)
 
 
-def _from_checkpoint(suite, data, device, results_dir: Path, log) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
+def _from_checkpoint(suite, data, device, results_dir: Path, log, state) -> tuple[TappedModel, TeacherInfo, torch.Tensor]:
     cfg = suite.teacher
     model = _build(suite, data, device)
-    load_checkpoint(model, checkpoint_state(suite), suite)
+    load_checkpoint(model, state, suite)
     acc, features = test_pass(_compiled(model, suite), data.test, precision=suite.fast_path.precision)
     folder = teacher_dir(results_dir, suite, f"ckpt-{cfg.sha256[:12]}")
     write_json_atomic(folder / "teacher.json", {

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdbench.models.tapped import TAP_NAMES, TappedModel, Taps
+from kdbench.models.tapped import TappedModel, Taps
 
 
 @dataclass(frozen=True)
@@ -157,4 +157,4 @@ class HookedModel(TappedModel):
         return hook
 
 
-__all__ = ["HookedModel", "TapPaths", "TAP_NAMES", "set_submodule"]
+__all__ = ["HookedModel", "TapPaths", "set_submodule"]
