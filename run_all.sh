@@ -6,7 +6,7 @@
 # Set-up: a .venv with the pinned torch/torchvision and the project, and Fashion-MNIST from Debian
 # when it is missing and this machine can install it. KDBENCH_PYTHON=/path/to/python skips the venv
 # and uses an interpreter that already has torch (a GPU machine with a preinstalled stack); nothing
-# is installed into it: .kdbench-src/kdbench links to benchmarks/ and methods/ stand in for the package.
+# is installed into it: benchmarks/ goes on PYTHONPATH, with one link for the plugins' mapping.
 set -euo pipefail
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # waiting OpenMP threads sleep: a loaded machine stays fast
 cd "$(dirname "$0")"
@@ -14,21 +14,17 @@ cd "$(dirname "$0")"
 TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
 FMNIST_DIR=/usr/share/datasets/fashion-mnist
 
-# The import name `kdbench` without installing: the harness (benchmarks/) with the built-in plugins
-# (methods/) as its `methods` subpackage, as pyproject.toml's package-dir maps them.
-link_source_package() {
-  local pkg="$PWD/.kdbench-src/kdbench" f
-  mkdir -p "$pkg"
-  for f in "$PWD"/benchmarks/*; do ln -sfn "$f" "$pkg/"; done
-  ln -sfn "$PWD/methods" "$pkg/methods"
-  find "$pkg" -maxdepth 1 -xtype l -delete  # links to files that are gone
+# The import name `kdbench` without installing: benchmarks/ is the source root, and the one mapping
+# pyproject.toml states (methods/ installs as kdbench.methods) becomes a link, ignored by git.
+link_plugins() {
+  ln -sfn ../../methods benchmarks/kdbench/methods
 }
 
 setup_python() {
   if [ -n "${KDBENCH_PYTHON:-}" ]; then
     PY="$KDBENCH_PYTHON"
-    link_source_package
-    export PYTHONPATH="$PWD/.kdbench-src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    link_plugins
+    export PYTHONPATH="$PWD/benchmarks:$PWD${PYTHONPATH:+:$PYTHONPATH}"
     return
   fi
   [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from kdbench.config import SUITES_DIR
-from kdbench.data import FASHION_MNIST_DEBIAN_DIR
+from kdbench.config.suite import SUITES_DIR
+from kdbench.data.datasets import FASHION_MNIST_DEBIAN_DIR
 
 torch.set_num_threads(2)
 

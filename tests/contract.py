@@ -3,7 +3,7 @@ training progress its losses are computed at."""
 
 from __future__ import annotations
 
-from kdbench.method import Task, TrainingProgress
+from kdbench.api.method import Task, TrainingProgress
 
 FMNIST_TASK = Task(10, (1, 28, 28))
 

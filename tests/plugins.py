@@ -7,8 +7,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from kdbench.method import Method
-from kdbench.registry import register, unregister
+from kdbench.api.method import Method
+from kdbench.api.registry import register, unregister
 
 
 class Explodes(Method):

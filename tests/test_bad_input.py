@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from kdbench.cli import main
-from kdbench.config import SUITES_DIR
+from kdbench.config.suite import SUITES_DIR
 from tests.user_files import pair_suite, tensors, write_suite
 
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench.config import OptimizerConfig
-from kdbench.cost import parameter_counts
-from kdbench.errors import ConfigError
-from kdbench.method import MethodContext, TeacherData, forward_taps_for
+from kdbench.config.suite import OptimizerConfig
+from kdbench.train.cost import parameter_counts
+from kdbench.api.errors import ConfigError
+from kdbench.api.method import MethodContext, TeacherData, forward_taps_for
 from kdbench.models import build_model
-from kdbench.registry import get_method, resolve_hyperparameters
-from kdbench.teacher import freeze
-from kdbench.trainer import make_cell
+from kdbench.api.registry import get_method, resolve_hyperparameters
+from kdbench.train.teacher import freeze
+from kdbench.train.loop import make_cell
 from tests.contract import FMNIST_TASK, at_epoch
 
 SHAPE = (1, 28, 28)
@@ -165,7 +165,7 @@ def test_k_above_classes_minus_one_is_refused(tmp_path):
 
 
 def test_sweep_suite_and_table():
-    from kdbench.bregman_sweep import sweep_suite, table
+    from kdbench.bench.bregman_sweep import sweep_suite, table
     suite = sweep_suite("smoke", [2, 4])
     assert suite.name == "smoke-bregman-k"
     assert [(e.label, e.overrides) for e in suite.methods] == [

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from kdbench import data as D
+from kdbench.data import datasets as D
 from kdbench.cli import main
 
 
 def test_methods_filter_accepts_suite_labels(tmp_path, write_suite):
-    from kdbench.config import load_suite
-    from kdbench.runner import plan
+    from kdbench.config.suite import load_suite
+    from kdbench.run.plan import plan
 
     path = write_suite(methods=["student_ce", {"method": "vanilla_kd", "label": "kd_T2",
                                                "hyperparameters": {"T": 2}}])

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from kdbench.method import TAP_NAMES, Method, MethodContext, Task, TeacherData, forward_taps_for
+from kdbench.api.method import TAP_NAMES, Method, MethodContext, Task, TeacherData, forward_taps_for
 from kdbench.models import build_model
-from kdbench.registry import get_method, method_names, resolve_hyperparameters
-from kdbench.teacher import freeze
+from kdbench.api.registry import get_method, method_names, resolve_hyperparameters
+from kdbench.train.teacher import freeze
 from tests.contract import at_epoch
 
 #: (teacher, student, input shape) of each pair the contract is checked on

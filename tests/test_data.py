@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdbench import data as D
-from kdbench.errors import DataError
+from kdbench.data import datasets as D
+from kdbench.api.errors import DataError
 
 
 # ------------------------------------------------------------------------------- CIFAR pickles

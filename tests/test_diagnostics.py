@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kdbench.diagnostics import kernel_gap
+from kdbench.train.diagnostics import kernel_gap
 
 
 def test_kernel_gap_equals_explicit_frobenius_ratio():

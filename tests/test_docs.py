@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kdbench.registry import get_method, method_names
+from kdbench.api.registry import get_method, method_names
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTSIDE_SPEC = "METHODS" + ".md"  # spelled apart so this file does not match itself

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from kdbench.cli import main
-from kdbench.config import load_suite
-from kdbench.records import record_path
-from kdbench import cell as cell_module
-from kdbench import runner
-from kdbench.registry import method_names
+from kdbench.config.suite import load_suite
+from kdbench.train.records import record_path
+from kdbench.train import cell as cell_module
+from kdbench.run import rounds as runner
+from kdbench.api.registry import method_names
 from tests.plugins import Explodes, FailsAtEpochEnd, FailsInPrepare, GoesNaN, registered
 
 REQUIRED = {
@@ -201,7 +201,7 @@ def test_tampered_teacher_checkpoint_is_an_error(needs_fashion_mnist, write_suit
 
 
 def test_lockstep_speed_benchmark_prints_its_ratios_and_splits(needs_fashion_mnist, write_suite, tmp_path, capsys):
-    from kdbench.lockstep_speed import main as speed
+    from kdbench.bench.lockstep import main as speed
 
     path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"], **SMALL)
     assert speed(["--suite", str(path), "--rounds", "1", "--epochs", "1", "--results-dir", str(tmp_path)]) == 0

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from kdbench.cli import main
-from kdbench.config import SUITES_DIR
+from kdbench.config.suite import SUITES_DIR
 from tests.extras import require
 from tests.test_end_to_end import same_results
 

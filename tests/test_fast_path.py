@@ -11,21 +11,24 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from kdbench import fast_path, trainer
+from kdbench.train import fast_path
+from kdbench.train import loop as trainer
 from kdbench.cli import main
-from kdbench.config import SUITES_DIR, load_suite, parse_suite, stable_hash
-from kdbench.data import DATASETS, Dataset, Split
-from kdbench.environment import set_determinism
-from kdbench.errors import ConfigError
-from kdbench.fast_path import CompiledOrEager, FastPath
-from kdbench.method import Method, MethodContext, TeacherData
-from kdbench.registry import get_method
-from kdbench.suite_models import build_student, build_teacher
-from kdbench.teacher import freeze
+from kdbench.config.hashing import stable_hash
+from kdbench.config.suite import SUITES_DIR, load_suite, parse_suite
+from kdbench.data.datasets import DATASETS, Dataset, Split
+from kdbench.train.environment import set_determinism
+from kdbench.api.errors import ConfigError
+from kdbench.config.fast_path import FastPath
+from kdbench.train.fast_path import CompiledOrEager
+from kdbench.api.method import Method, MethodContext, TeacherData
+from kdbench.api.registry import get_method
+from kdbench.models.pair import build_student, build_teacher
+from kdbench.train.teacher import freeze
 from kdbench.models import build_model, to_device
-from kdbench.registry import method_names
-from kdbench.runner import cell_config, plan
-from kdbench.teacher import teacher_config_hash
+from kdbench.api.registry import method_names
+from kdbench.run.plan import cell_config, plan
+from kdbench.train.teacher import teacher_config_hash
 from tests.plugins import registered
 
 

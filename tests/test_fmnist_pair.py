@@ -1,6 +1,6 @@
 """The Fashion-MNIST default pair: the sizes the README states and the brief's 10x ratio."""
 
-from kdbench.cost import count_parameters
+from kdbench.train.cost import count_parameters
 from kdbench.models import build_model
 
 
@@ -20,7 +20,7 @@ def test_pair_taps_line_up():
 
 
 def test_layout_speed_benchmark_prints_its_three_ratios(capsys):
-    from kdbench.layout_speed import main
+    from kdbench.bench.layout import main
 
     assert main(["--rounds", "2", "--iters", "1"]) == 0
     out = capsys.readouterr().out

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from kdbench.errors import ConfigError
-from kdbench.method import MethodContext
-from kdbench.models.tapped import Taps, TapShapes
-from kdbench.registry import get_method, resolve_hyperparameters
+from kdbench.api.errors import ConfigError
+from kdbench.api.method import MethodContext
+from kdbench.api.tapped import Taps, TapShapes
+from kdbench.api.registry import get_method, resolve_hyperparameters
 from tests.contract import FMNIST_TASK, at_epoch
 
 KDA = get_method("kernel_nystrom")
@@ -195,7 +195,7 @@ def test_state_round_trip_mid_epoch_gives_the_same_centres():
 
 
 def test_kernel_cost_benchmark_runs_the_plugin_through_its_api(capsys):
-    from kdbench.kernel_cost import main
+    from kdbench.bench.kernel_cost import main
 
     assert main(["--batches", "8", "16", "32", "--reps", "1"]) == 0
     out = capsys.readouterr().out

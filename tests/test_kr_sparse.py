@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench.errors import ConfigError
-from kdbench.method import MethodContext, forward_taps_for
+from kdbench.api.errors import ConfigError
+from kdbench.api.method import MethodContext, forward_taps_for
 from kdbench.models import build_model
-from kdbench.registry import get_method, resolve_hyperparameters
-from kdbench.teacher import freeze
+from kdbench.api.registry import get_method, resolve_hyperparameters
+from kdbench.train.teacher import freeze
 from kdbench.methods.kr_sparse import (
     kr_loss, penalize_gradient, relative_index, site_pairs, sparse_recode, support_size,
 )

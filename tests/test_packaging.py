@@ -53,8 +53,11 @@ py-modules = ["toy_kd_plugin"]
 '''
 
 
-def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True, timeout=600)
+def pip(*args: str) -> str:
+    """pip's output (stdout and stderr: a build backend warns on stderr)."""
+    done = subprocess.run([sys.executable, "-m", "pip", *args], check=True, timeout=600,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,8 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     plugin.mkdir()
     (plugin / "pyproject.toml").write_text(textwrap.dedent(TOY_PYPROJECT))
     (plugin / "toy_kd_plugin.py").write_text(textwrap.dedent(TOY_PLUGIN))
-    pip("wheel", str(src), "--no-deps", "-w", str(tmp / "dist"))
+    build_log = pip("wheel", str(src), "--no-deps", "-w", str(tmp / "dist"))
+    assert "absent from the `packages` configuration" not in build_log, build_log  # every data folder declared
     wheel = next((tmp / "dist").glob("kdbench-*.whl"))
     site = tmp / "site"
     pip("install", "--no-deps", "--target", str(site), str(wheel), str(plugin))
@@ -92,7 +96,7 @@ def test_the_wheel_installs_one_package_named_kdbench(installed):
     assert {t for t in tops if not t.endswith(".dist-info")} == {"kdbench"}
     assert not any(n.startswith(("benchmarks/", "methods/")) for n in names)
     for member in ("kdbench/__init__.py", "kdbench/methods/vanilla_kd.py", "kdbench/methods/_bregman.py",
-                   "kdbench/suites/default.yaml", "kdbench/report/published_cifar100.csv"):
+                   "kdbench/config/suites/default.yaml", "kdbench/report/published_cifar100.csv"):
         assert member in names
 
 
@@ -101,7 +105,7 @@ def test_an_installed_plugin_package_is_discovered_through_the_entry_point(insta
     out = run_installed(site, textwrap.dedent("""
         import importlib.util
         import kdbench
-        from kdbench.registry import get_method, method_names
+        from kdbench.api.registry import get_method, method_names
         print(kdbench.__file__)
         print(importlib.util.find_spec("benchmarks"), importlib.util.find_spec("methods"))
         print(" ".join(method_names()))

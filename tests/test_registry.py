@@ -7,9 +7,9 @@ import importlib.metadata
 import pytest
 import torch.nn.functional as F
 
-from kdbench import registry
-from kdbench.errors import ConfigError
-from kdbench.method import Method
+from kdbench.api import registry
+from kdbench.api.errors import ConfigError
+from kdbench.api.method import Method
 from tests.contract import FMNIST_TASK
 
 
@@ -87,7 +87,7 @@ def test_domains_are_checked_where_the_plugin_declares_them():
         registry.register(BadDefault)
     with pytest.raises(TypeError, match="names 'tau', which is not in its defaults"):
         registry.register(UnknownKey)
-    with pytest.raises(TypeError, match="is not a kdbench.domains.Domain"):
+    with pytest.raises(TypeError, match="is not a kdbench.api.domains.Domain"):
         registry.register(NotADomain)
     assert [Interval(0, 1, open_low=True).contains(v) for v in (0, 1e-9, 1, 1.5, float("nan"), True)] == [
         False, True, True, False, False, False]
@@ -96,7 +96,7 @@ def test_domains_are_checked_where_the_plugin_declares_them():
 
 
 def test_a_plugin_can_check_what_depends_on_the_task():
-    from kdbench.method import Task
+    from kdbench.api.method import Task
 
     assert registry.resolve_hyperparameters("bregman_pca", {"k": 99}, Task(100, (3, 32, 32)))["k"] == 99
     with pytest.raises(ConfigError, match="at most classes − 1 = 9"):
@@ -104,7 +104,7 @@ def test_a_plugin_can_check_what_depends_on_the_task():
 
 
 def test_training_progress_counts_from_zero_and_gives_the_budget_fraction():
-    from kdbench.method import TrainingProgress
+    from kdbench.api.method import TrainingProgress
 
     assert TrainingProgress(epoch=0, step=0, steps_per_epoch=4, epochs=2).fraction == 0.0
     assert TrainingProgress(epoch=1, step=2, steps_per_epoch=4, epochs=2).fraction == 0.75

@@ -15,10 +15,10 @@ import time
 import pytest
 import torch
 
-from kdbench import records
-from kdbench.cell import checkpoint_path
+from kdbench.train import records
+from kdbench.train.cell import checkpoint_path
 from kdbench.cli import main
-from kdbench.records import record_path
+from kdbench.train.records import record_path
 from tests.test_bad_input import RunsCode
 from tests.test_end_to_end import same_results
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from kdbench.speed import main
+from kdbench.bench.speed import main
 
 
 def test_the_speed_table_on_cpu(capsys):

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from kdbench.method import MethodContext
+from kdbench.api.method import MethodContext
 from kdbench.models import build_model
-from kdbench.models.tapped import Taps, TapShapes
-from kdbench.registry import get_method, resolve_hyperparameters
+from kdbench.api.tapped import Taps, TapShapes
+from kdbench.api.registry import get_method, resolve_hyperparameters
 from tests.contract import FMNIST_TASK, at_epoch
 
 SRRL = get_method("srrl")

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench.config import OptimizerConfig, ScheduleConfig, TrainConfig
-from kdbench.data import DATASETS, Dataset, Split
-from kdbench.method import Method, MethodContext
+from kdbench.config.suite import OptimizerConfig, ScheduleConfig, TrainConfig
+from kdbench.data.datasets import DATASETS, Dataset, Split
+from kdbench.api.method import Method, MethodContext
 from kdbench.models import build_model
-from kdbench.trainer import make_cell, train_epoch
+from kdbench.train.loop import make_cell, train_epoch
 
 
 class RecordsProgress(Method):

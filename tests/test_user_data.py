@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from kdbench.data import load_dataset
-from kdbench.errors import DataError
-from kdbench.user_data import DataSource
+from kdbench.data.datasets import load_dataset
+from kdbench.api.errors import DataError
+from kdbench.data.user import DataSource
 from tests.user_files import CLASSES, tensors, write_imagefolder
 
 

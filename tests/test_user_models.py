@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench.errors import ConfigError
+from kdbench.api.errors import ConfigError
 from kdbench.models import build_model
 from kdbench.models.references import fingerprint
-from kdbench.models.tapped import TAP_NAMES
+from kdbench.api.tapped import TAP_NAMES
 from tests.extras import require
 from tests.user_files import STUDENT_TAPS, write_student_module
 

@@ -7,17 +7,18 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from kdbench.config import SUITES_DIR, load_suite
-from kdbench.errors import ConfigError
-from kdbench.registry import method_names
-from kdbench.runner import run_suite
+from kdbench.config.suite import SUITES_DIR, load_suite
+from kdbench.api.errors import ConfigError
+from kdbench.api.registry import method_names
+from kdbench.execute.driver import run_suite
+from kdbench.run.request import RunRequest
 from tests.user_files import CLASSES, pair_suite, tensors, write_suite
 
 SMOKE_TRAIN = yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())["train"]
 
 
 def run(path, results, **kw):
-    return run_suite(load_suite(str(path)), results_dir=results, progress=False, log=lambda _: None, **kw)
+    return run_suite(RunRequest(load_suite(str(path)), results_dir=results, progress=False, **kw), log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

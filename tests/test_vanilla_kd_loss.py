@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from kdbench.models.tapped import Taps
-from kdbench.registry import get_method
+from kdbench.api.tapped import Taps
+from kdbench.api.registry import get_method
 from kdbench.methods.vanilla_kd import kd_loss
 from tests.contract import at_epoch
 

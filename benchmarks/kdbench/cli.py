@@ -1,0 +1,131 @@
+"""The ``kdbench`` command line: ``run`` a suite, ``report`` on its records, list ``methods`` and ``suites``.
+
+Errors caused by input (unknown suite or method, malformed suite file, missing data) print one line
+and exit with status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Before anything loads torch and its OpenMP: waiting threads sleep instead of spinning, so a shared,
+# loaded machine slows a run far less (docs/speed.md); the bits are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from kdbench.api.errors import GroupsCrashed, KDBenchError
+from kdbench.api.registry import get_method, method_names
+from kdbench.config.executor import OPTIONS as EXECUTOR_OPTIONS
+from kdbench.config.executor import executor_config
+from kdbench.config.suite import load_suite, suite_names
+from kdbench.execute.driver import run_suite
+from kdbench.report import build_report
+from kdbench.run.request import RunRequest
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    flags = {o.name: getattr(args, o.name) for o in EXECUTOR_OPTIONS if o.cli_flag}
+    request = RunRequest(
+        suite, methods=args.methods, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
+        download=args.download, results_dir=args.results_dir,
+        executor=executor_config(args.executor, flags, suite.executor, "--executor"),
+        progress=False if args.no_progress else None, lockstep=not args.no_lockstep,
+    )
+    records = run_suite(request)
+    bad = [r for r in records if r["status"] != "ok"]
+    print(f"{len(records)} runs in {args.results_dir}/{suite.name}/runs: "
+          f"{len(records) - len(bad)} ok, {len(bad)} not ok")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    print(build_report(args.suite, args.results_dir, args.report_dir))
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    for name in method_names():
+        cls = get_method(name)
+        flag = " (reconstructed)" if cls.reconstructed else ""
+        defaults = ", ".join(
+            f"{k}={v}" + (f" ({cls.domains[k]})" if k in cls.domains else "") for k, v in cls.defaults.items()
+        ) or "no hyperparameters"
+        student, teacher = (", ".join(sorted(t)) or "none" for t in cls.taps_needed(dict(cls.defaults)))
+        print(f"{name}{flag}\n  paper: {cls.paper}\n  defaults: {defaults}\n  student taps: {student}\n"
+              f"  teacher taps: {teacher}")
+    return 0
+
+
+def _cmd_suites(args: argparse.Namespace) -> int:
+    for name in suite_names():
+        s = load_suite(name)
+        print(f"{name}: {s.dataset}, {s.teacher.model} -> {s.student_model}, {s.train.epochs} epochs, "
+              f"{len(s.methods)} methods x {len(s.seeds)} seeds")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error (argparse prints the usage
+    first); ``--help`` still shows it all."""
+
+    def error(self, message: str):
+        self.exit(2, f"kdbench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite's matrix of (method, seed) cells")
+    run.add_argument("suite", help="suite name (see `kdbench suites`) or path to a suite YAML file")
+    run.add_argument("--methods", nargs="+", help="only these method labels or names")
+    run.add_argument("--seeds", nargs="+", type=int, help="these seeds instead of the suite's")
+    run.add_argument("--device", default="auto", help="auto (default: cuda if present), cpu, cuda[:N]")
+    run.add_argument("--data-dir", help="folder holding the dataset files")
+    run.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
+    run.add_argument("--results-dir", default="results", help="where run records go (default: results)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars, summaries only")
+    run.add_argument("--no-lockstep", action="store_true",
+                     help="train cells one at a time (each with its own teacher pass) instead of a seed's "
+                          "cells together; same records, for comparison and debugging")
+    ex = run.add_argument_group("executors", "where the groups run (default: here); see README, "
+                                "'Running on a cluster'. A suite's executor: section sets these too")
+    ex.add_argument("--executor", metavar="KIND", help="local (default), processes[:N], slurm, slurm-local, ray")
+    for o in EXECUTOR_OPTIONS:
+        if o.cli_flag:
+            ex.add_argument(o.cli_flag, dest=o.name, type=o.type, help=o.help)
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records")
+    report.add_argument("suite", help="suite name: the records in RESULTS_DIR/SUITE/runs/ are read")
+    report.add_argument("--results-dir", default="results", help="where the run records are (default: results)")
+    report.add_argument("--report-dir", default="report",
+                        help="the report goes to REPORT_DIR/SUITE/ (default: report)")
+    report.set_defaults(func=_cmd_report)
+
+    methods = sub.add_parser("methods", help="list registered method plugins with paper and defaults")
+    methods.set_defaults(func=_cmd_methods)
+    suites = sub.add_parser("suites", help="list the built-in suites")
+    suites.set_defaults(func=_cmd_suites)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GroupsCrashed as exc:  # not bad input: a worker died; what finished is kept
+        print(f"kdbench: error: {exc}", file=sys.stderr)
+        return 1
+    except KDBenchError as exc:
+        print(f"kdbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdbench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Reading a suite's run records for the report: every readable record kept, every other one named.
+
+A record can be cut short by a crash outside the runner's atomic write, edited by hand, or written
+by an older harness; the report must say which files it skipped and why rather than crash or
+silently drop them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdbench.api.errors import ReportError
+from kdbench.train.records import runs_dir
+
+STATUSES = ("ok", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoadedRuns:
+    runs_dir: Path
+    records: list[dict]
+    unreadable: list[Unreadable]
+
+
+def lookup(rec: dict, *path: str):
+    """``rec[path[0]][path[1]]…``, or None where a level is missing or not an object (older or edited records)."""
+    for key in path:
+        rec = rec.get(key) if isinstance(rec, dict) else None
+    return rec
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(rec) -> str | None:
+    """Why ``rec`` cannot be reported on, or None when it can."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    for key, kind in (("label", str), ("method", str), ("seed", int), ("status", str)):
+        if key not in rec:
+            return f"missing field {key!r}"
+        if not isinstance(rec[key], kind) or isinstance(rec[key], bool):
+            return f"field {key!r} is not a {kind.__name__}"
+    if rec["status"] not in STATUSES:
+        return f"unknown status {rec['status']!r}"
+    if rec["status"] == "ok":
+        for key in ("final_acc", "best_acc"):
+            if not _number(rec.get(key)):
+                return f"status ok without a numeric {key!r}"
+        if not isinstance(rec.get("epochs"), list) or not rec["epochs"]:
+            return "status ok without epochs"
+    return None
+
+
+def load_runs(results_dir: str | Path, suite: str) -> LoadedRuns:
+    """The records in ``<results_dir>/<suite>/runs/*.json``; a missing or empty folder is a ReportError."""
+    folder = runs_dir(Path(results_dir), suite)
+    if not folder.is_dir():
+        raise ReportError(f"no run records for suite {suite!r}: {folder} does not exist "
+                          f"(run `kdbench run {suite}` first, or pass --results-dir)")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise ReportError(f"no run records for suite {suite!r}: {folder} holds no *.json file")
+    records, unreadable, seen = [], [], {}
+    for path in files:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            unreadable.append(Unreadable(path, f"cannot be read ({exc})"))
+            continue
+        except ValueError as exc:
+            unreadable.append(Unreadable(path, f"invalid JSON ({exc})"))
+            continue
+        problem = record_problem(rec)
+        key = (rec.get("label"), rec.get("seed")) if isinstance(rec, dict) else None
+        if problem is None and key in seen:
+            problem = f"a second record for {key[0]} seed {key[1]} (the first is {seen[key]})"
+        if problem is not None:
+            unreadable.append(Unreadable(path, problem))
+            continue
+        seen[key] = path.name
+        records.append(rec)
+    if not records:
+        names = "; ".join(f"{u.path.name}: {u.reason}" for u in unreadable)
+        raise ReportError(f"no readable run record in {folder}: {names}")
+    return LoadedRuns(folder, records, unreadable)

@@ -1,0 +1,132 @@
+"""The run matrix: every (method, seed) cell of a suite, each ending in one honest JSON record.
+
+Guarantees:
+- all input is validated before the first record is written (unknown method, bad hyperparameter,
+  missing data, unavailable device): a bad invocation leaves ``results/`` untouched;
+- paired runs: for a seed, every method's student starts from the same initialisation and sees the
+  same batches in the same order with the same augmentation;
+- lockstep: the pending cells of a seed train as one group on one data stream, the teacher running
+  once per batch for all of them; a cell's record is bitwise what it would be trained alone
+  (``lockstep=False``), and its cost is what it would cost alone;
+- idempotent: a cell whose record exists with the same ``config_hash`` (and status ``ok`` or
+  ``diverged``) is skipped; ``failed`` cells are retried;
+- nothing lost: each epoch ends with a checkpoint per cell, and an interrupted group resumes every
+  unfinished cell from its own; a NaN loss ends a cell as ``diverged``; an exception ends it as
+  ``failed`` with the error, and the others go on;
+- shareable: a cell runs under its claim, so processes sharing a results folder (two runs, or the
+  workers of an executor, see ``dispatch.py``) never run one twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kdbench.api.method import Task
+from kdbench.api.paths import check_writable_folder
+from kdbench.api.registry import get_method, resolve_hyperparameters
+from kdbench.config.hashing import training_config
+from kdbench.config.sources import plugin_sources_sha256
+from kdbench.config.suite import MethodEntry, SuiteConfig, check_seed
+from kdbench.data.datasets import DATASETS, Dataset, DatasetSpec, head, load_dataset
+from kdbench.models.pair import build_student, build_teacher, check_taps, model_identity
+from kdbench.run.request import RunRequest
+from kdbench.train.cell import RunSpec
+from kdbench.train.environment import resolve_device
+from kdbench.train.teacher import TeacherInfo, checkpoint_state, load_checkpoint
+
+
+def plan(
+    suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, spec: DatasetSpec | None = None,
+) -> list[RunSpec]:
+    """The cells to run, validated: every method registered, every hyperparameter known (for the
+    dataset ``spec``; default: the suite's built-in dataset)."""
+    entries = list(suite.methods)
+    if methods:
+        known = {e.label for e in entries} | {e.method for e in entries}
+        for m in methods:
+            if m not in known:
+                get_method(m)  # neither a suite label nor registered: ConfigError naming the registered
+                entries.append(MethodEntry(m, m))
+        entries = [e for e in entries if e.label in methods or e.method in methods]
+    if spec is None and isinstance(suite.dataset, str):
+        spec = DATASETS[suite.dataset]
+    if spec is None:
+        raise ValueError("plan() needs the spec of the user's dataset, known once it is loaded")
+    task = Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
+    resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
+    for s in seeds or []:
+        check_seed(s, "--seeds")
+    seed_list = list(seeds) if seeds else list(suite.seeds)
+    return [
+        RunSpec(e, get_method(e.method), resolved[e.label], s) for s in seed_list for e in entries
+    ]
+
+
+def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: TeacherInfo | None) -> dict:
+    """Everything that determines a cell's result; its hash is the record's ``config_hash``."""
+    student = model_identity(suite.student_model, suite.student_taps, suite)
+    return training_config(
+        data, suite.train, suite.fast_path,
+        model={"student_model": suite.student_model, **({"student_identity": student} if student else {})},
+        own={
+            "method": cell.entry.method,
+            "hyperparameters": cell.hyperparameters,
+            "method_sources_sha256": plugin_sources_sha256(cell.method_cls),
+            "seed": cell.seed,
+            "teacher_sha256": teacher.sha256 if (teacher and cell.method_cls.needs_teacher()) else None,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run validated and ready: the request, its cells, device, data and results folder (and the
+    user's teacher checkpoint, read once while it was verified)."""
+
+    request: RunRequest
+    specs: list[RunSpec]
+    device: torch.device
+    data: Dataset
+    teacher_data: Dataset
+    results_dir: Path
+    teacher_state: dict | None = None
+
+    @property
+    def suite(self) -> SuiteConfig:
+        return self.request.suite
+
+
+def prepare(request: RunRequest) -> Prepared:
+    """Every check a run makes before its first write, in order; the last is the results folder.
+    A built-in dataset's cells and models are checked before its data is read; the user's data
+    is read first, since its classes and image size are what they are checked against."""
+    suite, methods, seeds = request.suite, request.methods, request.seeds
+    builtin = DATASETS.get(suite.dataset) if isinstance(suite.dataset, str) else None
+    checked = checked_plan(suite, methods, seeds, builtin) if builtin else None
+    torch_device = resolve_device(request.device)
+    full = load_dataset(suite.dataset, request.data_dir, torch_device, request.download)
+    specs, state = checked or checked_plan(suite, methods, seeds, full.spec)
+    data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
+    teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
+    return Prepared(request, specs, torch_device, data, teacher_data, check_writable_folder(request.results_dir),
+                    state)
+
+
+def checked_plan(
+    suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, spec: DatasetSpec,
+) -> tuple[list[RunSpec], dict | None]:
+    """:func:`plan`, then the networks built (unknown references and bad taps fail here), each
+    method's taps checked against them, and the user's teacher checkpoint verified; returns the
+    cells and that checkpoint's state dict (None without one)."""
+    specs = plan(suite, methods, seeds, spec)
+    student = build_student(suite, spec)
+    teacher = build_teacher(suite, spec) if any(c.method_cls.needs_teacher() for c in specs) else None
+    check_taps(specs, suite, student, teacher)
+    state = None
+    if teacher is not None and suite.teacher.checkpoint:
+        state = checkpoint_state(suite)
+        load_checkpoint(teacher, state, suite)
+    return specs, state

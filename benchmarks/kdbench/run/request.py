@@ -1,0 +1,30 @@
+"""One ``kdbench run`` as a single object: built once (by the CLI, a benchmark or a test) and handed
+whole to planning, running, the executor's jobs and the driver, so no layer re-reads an option or
+passes it on by position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kdbench.config.executor import ExecutorConfig
+from kdbench.config.suite import SuiteConfig
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    suite: SuiteConfig
+    methods: tuple[str, ...] | None = None  # labels or names; None: the suite's
+    seeds: tuple[int, ...] | None = None  # None: the suite's
+    device: str = "auto"  # as the user gave it (``auto`` resolves on each worker's machine)
+    data_dir: str | None = None
+    download: bool = False
+    results_dir: str = "results"
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # its threads: per cell's process
+    progress: bool | None = None  # None: bars on a terminal
+    lockstep: bool = True  # False: each cell alone, with its own teacher pass (same records)
+
+    def __post_init__(self) -> None:  # lists from a caller become tuples: a request is hashable, picklable data
+        for name in ("methods", "seeds"):
+            if (v := getattr(self, name)) is not None:
+                object.__setattr__(self, name, tuple(v))
+        object.__setattr__(self, "results_dir", str(self.results_dir))
