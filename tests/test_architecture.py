@@ -101,3 +101,20 @@ def test_every_layer_is_a_package():
                   and p.name != "methods") == sorted(LAYERS)
     loose = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert loose == sorted(TOP), f"only {sorted(TOP)} sit directly in kdbench/: {loose}"
+
+
+def test_the_plugin_apis_old_module_paths_are_the_same_modules():
+    """Plugins written before the layers (the built-in ones among them: their bytes are hashed into
+    every record) import the API from its old paths and get the very same objects."""
+    import importlib
+
+    from kdbench.api import moved
+
+    for old, new in moved.MOVED.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    from kdbench.method import Method
+    from kdbench.offline_cache import load_or_compute
+    from kdbench.models.tapped import TappedModel
+    from kdbench.api import method, offline_cache, tapped
+
+    assert (Method, load_or_compute, TappedModel) == (method.Method, offline_cache.load_or_compute, tapped.TappedModel)

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdbench.cli import main
+from kdbench.api.errors import ConfigError
+from kdbench.cli import build_parser, main
+from kdbench.config.executor import OPTIONS, ExecutorConfig, executor_config
 from kdbench.config.suite import SUITES_DIR
 from tests.extras import require
 from tests.test_end_to_end import same_results
@@ -116,3 +118,26 @@ def test_a_worker_killed_mid_cell_loses_nothing(in_process, suite, tmp_path):
     assert "Traceback" not in err and len(records(tmp_path)) < len(METHODS) * len(SEEDS)
     assert main(kdbench(suite, "--executor", "processes:2", "--results-dir", str(tmp_path))[3:]) == 0
     same_as_in_process(tmp_path, in_process)
+
+
+def test_each_executor_option_is_declared_once_and_drives_flag_suite_key_and_check():
+    """config/executor.py's OPTIONS: each flag is in `kdbench run --help` with the option's help; the
+    suite's key and the flag give the same config; a bad value is refused the same way from both."""
+    run_help = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "run")[1]
+    text = " ".join(run_help.format_help().split())
+    good = {"threads": 2, "workers": 3, "partition": "gpu", "time_min": 30, "gpus_per_task": 0.5,
+            "cpus_per_task": 4, "array_parallelism": 2, "address": "auto", "cpus": 2}
+    assert sorted(good) == sorted(o.name for o in OPTIONS)
+    assert [f.name for f in ExecutorConfig.__dataclass_fields__.values()] == ["kind", *(o.name for o in OPTIONS)]
+    for o in OPTIONS:
+        kind = o.kinds[0]
+        assert getattr(ExecutorConfig(), o.name) == o.default
+        if o.cli_flag:
+            assert o.cli_flag in text and " ".join(o.help.split()) in text, o.name
+            from_flag = executor_config(kind, {o.name: good[o.name]}, None, "--executor")
+        else:
+            from_flag = executor_config(f"{kind}:{good[o.name]}", {}, None, "--executor")
+        from_suite = executor_config(None, {}, {"name": kind, o.name: good[o.name]}, "suite.yaml")
+        assert from_flag == from_suite and getattr(from_suite, o.name) == good[o.name]
+        with pytest.raises(ConfigError, match=f"executor.{o.name} must be"):
+            executor_config(None, {}, {"name": kind, o.name: -1}, "suite.yaml")

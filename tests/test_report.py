@@ -215,7 +215,7 @@ def test_published_table_rows_are_sourced():
     assert set(table["epoch_kind"]) <= {"last", "best", "unknown"} and table["source"].str.len().min() > 10
     teachers = table[table["method"] == "teacher"]
     assert len(teachers) == 13 and len(table[table["method"] == "student_ce"]) == 13
-    with open(Path(__file__).parents[1] / "benchmarks" / "report" / "published_cifar100.csv") as f:
+    with open(Path(__file__).parents[1] / "benchmarks" / "kdbench" / "report" / "published_cifar100.csv") as f:
         kd = [r for r in csv.DictReader(f) if (r["teacher"], r["student"], r["method"]) ==
               ("resnet32x4", "resnet8x4", "vanilla_kd")]
     assert [(r["acc"], r["epoch_kind"]) for r in kd] == [("73.33", "last")]

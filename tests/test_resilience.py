@@ -15,6 +15,7 @@ import time
 import pytest
 import torch
 
+from kdbench.api import atomic
 from kdbench.train import records
 from kdbench.train.cell import checkpoint_path
 from kdbench.cli import main
@@ -137,17 +138,17 @@ def test_the_record_is_written_before_the_checkpoint_is_removed(
 ):
     path = write_suite(seeds=[0], methods=["student_ce"], train={"epochs": 1, "batch_size": 128}, **SMALL)
     ckpt = checkpoint_path(tmp_path, "tiny", "student_ce", 0)
-    seen, real = [], records.write_json_atomic
+    seen, real = [], records.write_record
 
     def spy(p, obj):
         seen.append((p.name, ckpt.exists()))
         real(p, obj)
         raise KeyboardInterrupt  # killed right after the record's write
 
-    monkeypatch.setattr(records, "write_json_atomic", spy)
+    monkeypatch.setattr(records, "write_record", spy)
     assert run(path, tmp_path) == 130
     assert seen == [("student_ce__seed0.json", True)] and ckpt.exists()
-    monkeypatch.setattr(records, "write_json_atomic", real)
+    monkeypatch.setattr(records, "write_record", real)
     assert run(path, tmp_path) == 0
     assert "done before (ok), skipped" in capsys.readouterr().out and not ckpt.exists()
 
@@ -177,7 +178,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_completes(
     path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"], train={"epochs": 1, "batch_size": 128},
                        **SMALL)
     assert run(path, tmp_path / "whole") == 0
-    real_fsync, calls = records.os.fsync, []
+    real_fsync, calls = atomic.os.fsync, []
 
     def fills_up(fd):  # teacher.pt, teacher.json, two epoch checkpoints and a record fit; then it is full
         calls.append(fd)
@@ -185,13 +186,13 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_completes(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(records.os, "fsync", fills_up)
+    monkeypatch.setattr(atomic.os, "fsync", fills_up)
     capsys.readouterr()
     assert run(path, tmp_path / "cut") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and "1 of 2 cells are recorded" in err, err
     assert not list((tmp_path / "cut").rglob("*.tmp")) and not list((tmp_path / "cut").rglob(".*.json.*"))
-    monkeypatch.setattr(records.os, "fsync", real_fsync)
+    monkeypatch.setattr(atomic.os, "fsync", real_fsync)
     assert run(path, tmp_path / "cut") == 0
     for m in ("student_ce", "vanilla_kd"):
         assert same_results(load(tmp_path / "cut", m, 0), load(tmp_path / "whole", m, 0)), m

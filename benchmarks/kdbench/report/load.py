@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdbench.api.errors import ReportError
+from kdbench.train import records as schema
 from kdbench.train.records import runs_dir
-
-STATUSES = ("ok", "diverged", "failed")
 
 
 @dataclass(frozen=True)
@@ -37,30 +36,6 @@ def lookup(rec: dict, *path: str):
     return rec
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def record_problem(rec) -> str | None:
-    """Why ``rec`` cannot be reported on, or None when it can."""
-    if not isinstance(rec, dict):
-        return "not a JSON object"
-    for key, kind in (("label", str), ("method", str), ("seed", int), ("status", str)):
-        if key not in rec:
-            return f"missing field {key!r}"
-        if not isinstance(rec[key], kind) or isinstance(rec[key], bool):
-            return f"field {key!r} is not a {kind.__name__}"
-    if rec["status"] not in STATUSES:
-        return f"unknown status {rec['status']!r}"
-    if rec["status"] == "ok":
-        for key in ("final_acc", "best_acc"):
-            if not _number(rec.get(key)):
-                return f"status ok without a numeric {key!r}"
-        if not isinstance(rec.get("epochs"), list) or not rec["epochs"]:
-            return "status ok without epochs"
-    return None
-
-
 def load_runs(results_dir: str | Path, suite: str) -> LoadedRuns:
     """The records in ``<results_dir>/<suite>/runs/*.json``; a missing or empty folder is a ReportError."""
     folder = runs_dir(Path(results_dir), suite)
@@ -80,7 +55,7 @@ def load_runs(results_dir: str | Path, suite: str) -> LoadedRuns:
         except ValueError as exc:
             unreadable.append(Unreadable(path, f"invalid JSON ({exc})"))
             continue
-        problem = record_problem(rec)
+        problem = schema.problem(rec)
         key = (rec.get("label"), rec.get("seed")) if isinstance(rec, dict) else None
         if problem is None and key in seen:
             problem = f"a second record for {key[0]} seed {key[1]} (the first is {seen[key]})"

@@ -1,21 +1,144 @@
-"""Run records: one JSON file per (suite, method label, seed), written atomically, as every
-checkpoint and cache is.
+"""Run records: one JSON file per (suite, method label, seed), and their schema.
 
-A record is written to a temporary file in the same folder and renamed over the target, so a run
-killed mid-write leaves either the old record or the new one, never half a file. A write that fails
-(disk full) is a :class:`StorageError` naming the file, and leaves no temporary file behind.
+Every field a record may hold is declared once, in :data:`FIELDS`, with its type, unit and meaning
+(``docs/records.md`` is that table in prose, and a test keeps the two equal). The cell writes through
+:func:`write_record`, which refuses a field that is not declared or has the wrong type, so the schema
+cannot silently drift; the report reads through :func:`problem`, which says why a record cannot be
+used (a field missing, of the wrong type, or outside its range). Writes are atomic
+(:mod:`kdbench.api.atomic`): a run killed mid-write leaves the old record or the new one.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
-
+from typing import Any
 
 from kdbench.api.atomic import write_json_atomic
 from kdbench.api.paths import under
 
 SCHEMA_VERSION = 1
+STATUSES = ("ok", "diverged", "failed")
+
+NUMBER = (float, int)
+TEXT = (str,)
+OBJECT = (dict,)
+LIST = (list,)
+NONE = (type(None),)
+NON_FINITE = ("nan", "inf", "-inf")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A record field: ``path`` is dotted for a nested one (``time_split.eval_s``) and uses ``[]``
+    for each element of a list (``epochs[].test_acc``)."""
+
+    path: str
+    types: tuple[type, ...]
+    unit: str  # "" for a count, a name or an object
+    meaning: str
+    needed: str = ""  # "always": every record has it; "ok": every ok record has it; "": may be absent
+    low: float | None = None  # the range a number must lie in, when it has one
+    high: float | None = None
+
+
+def _f(path, types, unit, meaning, needed="", low=None, high=None) -> Field:
+    return Field(path, types, unit, meaning, needed, low, high)
+
+
+PERCENT = dict(low=0.0, high=100.0)
+SECONDS = dict(low=0.0)
+
+FIELDS: tuple[Field, ...] = (
+    _f("schema", (int,), "", "version of this schema"),
+    _f("suite", TEXT, "", "the suite's name"),
+    _f("label", TEXT, "", "the method's label in the suite (its name unless the suite renames it)", "always"),
+    _f("method", TEXT, "", "the registered method plugin", "always"),
+    _f("paper", TEXT, "", "where the method comes from"),
+    _f("reconstructed", (bool,), "", "true when no code was released and the method was rebuilt from its paper"),
+    _f("hyperparameters", OBJECT, "", "every hyperparameter the method ran with, defaults resolved"),
+    _f("seed", (int,), "", "the cell's seed: student initialisation, data order, augmentation", "always"),
+    _f("status", TEXT, "", "ok, diverged (a non-finite loss) or failed (an exception)", "always"),
+    _f("error", TEXT + NONE, "", "why the cell did not end ok; null when it did"),
+    _f("traceback", TEXT, "", "the failure's traceback (failed cells)"),
+    _f("diverged_at", OBJECT, "", "epoch, step and loss terms of the first non-finite step (diverged cells)"),
+    _f("config_hash", TEXT, "", "sha256 of config: a rerun skips a cell whose record has the same hash"),
+    _f("config", OBJECT, "", "everything that determines the result (config/hashing.py)"),
+    _f("dataset", OBJECT, "", "the data the student saw"),
+    _f("dataset.name", TEXT, "", "dataset name"),
+    _f("dataset.source", TEXT, "", "where it was read from"),
+    _f("dataset.sha256", TEXT, "", "hash of its pixels, labels and class names"),
+    _f("dataset.n_train", (int,), "images", "training images the student used"),
+    _f("dataset.n_test", (int,), "images", "test images every accuracy is measured on"),
+    _f("dataset.mean", LIST, "", "per-channel mean used to normalise (training split)"),
+    _f("dataset.std", LIST, "", "per-channel standard deviation used to normalise"),
+    _f("dataset.classes", LIST, "", "class names (the user's data)"),
+    _f("student_model", TEXT, "", "the student's model reference"),
+    _f("teacher_model", TEXT, "", "the teacher's model reference"),
+    _f("teacher_sha256", TEXT + NONE, "", "sha256 of the teacher's checkpoint; null without a teacher"),
+    _f("teacher_acc", NUMBER + NONE, "%", "the teacher's test accuracy", **PERCENT),
+    _f("teacher_n_train", (int,) + NONE, "images", "images the teacher trained on; null for a checkpoint teacher"),
+    _f("teacher_checkpoint", TEXT, "", "the user's checkpoint file, for a teacher trained outside the suite"),
+    _f("environment", OBJECT, "", "the machine and software that produced the record"),
+    _f("environment.kdbench", TEXT, "", "kdbench version"),
+    _f("environment.torch", TEXT, "", "PyTorch version"),
+    _f("environment.python", TEXT, "", "Python version"),
+    _f("environment.platform", TEXT, "", "operating system"),
+    _f("environment.device", TEXT, "", "the torch device (cpu, cuda:0)"),
+    _f("environment.device_name", TEXT, "", "GPU name, or the processor"),
+    _f("environment.threads", (int,), "threads", "torch CPU threads: CPU bits are equal only at equal threads"),
+    _f("environment.deterministic", (bool,), "", "deterministic kernels were on"),
+    _f("fast_path", OBJECT, "", "how the networks were computed"),
+    _f("fast_path.precision", TEXT, "", "fp32 or bf16"),
+    _f("fast_path.channels_last", (bool,), "", "NHWC weights"),
+    _f("fast_path.compile", (bool,), "", "torch.compile was asked for"),
+    _f("fast_path.deterministic", (bool,), "", "the suite asked for deterministic kernels"),
+    _f("fast_path.compile_note", TEXT, "", "why a network ran eagerly after all"),
+    _f("budget_epochs", (int,), "epochs", "the training budget"),
+    _f("epochs", LIST, "", "one entry per finished epoch", "ok"),
+    _f("epochs[].epoch", (int,), "", "1-based epoch number"),
+    _f("epochs[].lr_end", NUMBER, "", "learning rate at the epoch's last step"),
+    _f("epochs[].loss", OBJECT, "", "the epoch's mean of each loss term and of the total"),
+    _f("epochs[].test_acc", NUMBER, "%", "test accuracy after the epoch", **PERCENT),
+    _f("epochs[].train_own_s", NUMBER, "s", "the cell's own training time in the epoch", **SECONDS),
+    _f("epochs[].teacher_s", NUMBER, "s", "teacher forward time the cell read in the epoch", **SECONDS),
+    _f("final_acc", NUMBER + NONE, "%", "test accuracy after the last epoch (ok cells)", "ok", **PERCENT),
+    _f("best_acc", NUMBER + NONE, "%", "best test accuracy over the epochs (for reference only)", "ok", **PERCENT),
+    _f("best_epoch", (int,) + NONE, "", "the epoch of best_acc"),
+    _f("diagnostics", OBJECT, "", "measurements beside accuracy"),
+    _f("diagnostics.kernel_gap_test", NUMBER + NONE, "", "distance between the student's and teacher's "
+       "normalised feature kernels on the test set (0 = same)"),
+    _f("prepare", OBJECT, "", "what the method's prepare() reported (offline targets, cache hits)"),
+    _f("checkpoint_discarded", TEXT, "", "why an epoch checkpoint was not resumed from"),
+    _f("resumed_from_epoch", (int,), "epochs", "epochs restored from a checkpoint after a kill"),
+    _f("params", OBJECT, "", "parameter counts"),
+    _f("params.student", (int,), "parameters", "the student's"),
+    _f("params.extra_trainable", (int,), "parameters", "trainable parameters the method adds (connectors)"),
+    _f("params.inference", (int,), "parameters", "what the evaluated network holds"),
+    _f("inference_flops", (int,) + NONE, "FLOPs", "forward FLOPs of the evaluated network per image"),
+    _f("extras", OBJECT, "", "what the method adds to its record"),
+    _f("cost_s", NUMBER, "s", "what the method costs alone: setup + train_s + evaluation", low=0.0),
+    _f("time_split", OBJECT, "", "cost_s split"),
+    _f("time_split.setup_s", NUMBER, "s", "building, prepare(), resuming", **SECONDS),
+    _f("time_split.train_own_s", NUMBER, "s", "the cell's own training steps", **SECONDS),
+    _f("time_split.teacher_s", NUMBER, "s", "teacher forward passes the cell read", **SECONDS),
+    _f("time_split.eval_s", NUMBER, "s", "evaluation and checkpoints", **SECONDS),
+    _f("train_s", NUMBER, "s", "train_own_s + teacher_s", **SECONDS),
+    _f("images_per_s", NUMBER, "images/s", "training images per second of train_s", low=0.0),
+    _f("wall_s", NUMBER, "s", "wall time from the cell's start to its record, over every resume", **SECONDS),
+    _f("group", OBJECT, "", "the lockstep group the cell trained in"),
+    _f("group.lockstep", (bool,), "", "trained in a group sharing one data stream"),
+    _f("group.size", (int,), "cells", "cells in the group"),
+    _f("group.wall_s", NUMBER, "s", "the group's wall time so far", **SECONDS),
+    _f("peak_memory_mb", NUMBER, "MB", "peak memory of the group", low=0.0),
+    _f("peak_memory_kind", TEXT, "", "what peak_memory_mb measures (CUDA allocator, or process RSS)"),
+    _f("peak_memory_scope", TEXT, "", "whose peak it is (the group's)"),
+    _f("started_at", TEXT, "", "UTC time the cell started (ISO 8601)"),
+    _f("finished_at", TEXT, "", "UTC time the record was written (ISO 8601)"),
+)
+BY_PATH = {f.path: f for f in FIELDS}
 
 
 def runs_dir(results_dir: Path, suite: str) -> Path:
@@ -26,7 +149,75 @@ def record_path(results_dir: Path, suite: str, label: str, seed: int) -> Path:
     return under(runs_dir(results_dir, suite), f"{label}__seed{seed}.json")
 
 
+def _values(rec: dict, path: str) -> list[Any]:
+    """Every value at ``path`` in ``rec`` (several under a list), skipping levels that are absent."""
+    level = [rec]
+    for part in path.split("."):
+        key, each = part.removesuffix("[]"), part.endswith("[]")
+        level = [v[key] for v in level if isinstance(v, dict) and key in v]
+        if each:
+            level = [x for v in level if isinstance(v, list) for x in v]
+    return level
+
+
+def _bad_value(f: Field, value: Any) -> str | None:
+    if value in NON_FINITE and float in f.types:
+        value = float(value)  # how a record stores a non-finite number (kdbench.api.atomic)
+    if not isinstance(value, f.types) or (isinstance(value, bool) and bool not in f.types):
+        kinds = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in f.types}))
+        return f"field {f.path!r} is not a {kinds}"
+    if isinstance(value, NUMBER) and not isinstance(value, bool) and (f.low is not None or f.high is not None):
+        if math.isnan(value) or (f.low is not None and value < f.low) or (f.high is not None and value > f.high):
+            return f"field {f.path!r} is {value}, outside [{f.low}, {f.high if f.high is not None else '∞'}]"
+    return None
+
+
+def problem(rec: Any) -> str | None:
+    """Why ``rec`` is not a usable record (a field missing, of another type, outside its range), or None."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    for f in FIELDS:
+        if f.needed == "always" and f.path not in rec:
+            return f"missing field {f.path!r}"
+    for f in FIELDS:
+        for value in _values(rec, f.path):
+            if (why := _bad_value(f, value)) is not None:
+                return why
+    if rec["status"] not in STATUSES:
+        return f"unknown status {rec['status']!r}"
+    if rec["status"] == "ok":
+        for f in FIELDS:
+            if f.needed == "ok" and rec.get(f.path) in (None, []):
+                return f"status ok without {f.path!r}"
+    return None
+
+
+def undeclared(rec: dict) -> list[str]:
+    """The fields of ``rec`` that the schema does not declare (objects a plugin fills are free-form)."""
+    free = ("config", "hyperparameters", "prepare", "extras", "diverged_at", "epochs[].loss")
+    out = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for key, value in obj.items():
+            path = f"{prefix}{key}"
+            if path not in BY_PATH:
+                out.append(path)
+            elif path not in free and isinstance(value, dict):
+                walk(value, path + ".")
+            elif path not in free and isinstance(value, list) and f"{path}[]" not in free:
+                for item in value:
+                    if isinstance(item, dict):
+                        walk(item, path + "[].")
+
+    walk(rec, "")
+    return sorted(set(out))
+
+
 def write_record(path: Path, record: dict) -> None:
+    """Write ``record`` atomically, after checking that the schema declares each of its fields (one it
+    does not is a bug in the harness: ``ValueError``, caught by the tests before any user meets it)."""
+    if extra := undeclared(record):
+        raise ValueError(f"record {path.name} has fields the schema does not declare: {', '.join(extra)}")
     write_json_atomic(path, record)
 
 
