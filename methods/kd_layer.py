@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench import NON_NEGATIVE, Method, OneOf, TapShapes, TeacherData, at_least, register
+from kdbench import NON_NEGATIVE, Choice, LogUniform, Method, OneOf, TapShapes, TeacherData, Uniform, at_least, register
 from kdbench.offline_cache import cache_path, load_or_compute, source_sha256
 from kdbench.methods import _letkd_targets
 from kdbench.methods._letkd_targets import (
@@ -112,6 +112,7 @@ class KDLayerMethod(Method):
         "variant": OneOf(*VARIANTS), "K": at_least(2), "alpha": NON_NEGATIVE, "penult_weight": NON_NEGATIVE,
         "inter_weight": NON_NEGATIVE, "kmeans_iters": at_least(1), "fit_vectors": at_least(1),
     }
+    search_space = {"alpha": Uniform(0, 2), "penult_weight": LogUniform(0.1, 10), "K": Choice(32, 64, 128)}
     student_taps = frozenset({"logits"})
     teacher_taps = frozenset({"prepool", "stages", "blocks"})
 

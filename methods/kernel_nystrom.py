@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdbench import NON_NEGATIVE, UNIT, Method, OneOf, register
+from kdbench import NON_NEGATIVE, UNIT, LogUniform, Method, OneOf, Uniform, register
 
 FEATURES = {"pooled": ("pooled",), "logits": ("logits",), "combo": ("pooled", "logits")}
 
@@ -51,6 +51,7 @@ class KernelNystrom(Method):
     )
     defaults = {"alpha": 0.04, "warmup_fraction": 5 / 120, "feature": "pooled"}
     domains = {"alpha": NON_NEGATIVE, "warmup_fraction": UNIT, "feature": OneOf(*FEATURES)}
+    search_space = {"alpha": LogUniform(0.004, 0.4), "warmup_fraction": Uniform(0, 0.2)}
     student_taps = frozenset({"pooled", "logits"})
     teacher_taps = frozenset({"pooled", "logits"})
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench import NON_NEGATIVE, POSITIVE, UNIT, Interval, Method, OneOf, Taps, register
+from kdbench import NON_NEGATIVE, POSITIVE, UNIT, Choice, Interval, LogUniform, Method, OneOf, Taps, register
 from kdbench.methods.vanilla_kd import kd_loss
 
 LEVELS = ("stage", "block")
@@ -123,6 +123,7 @@ class KRSparse(Method):
         "gamma": NON_NEGATIVE, "T": POSITIVE,
         "level": OneOf(*LEVELS), "teacher_map": OneOf(*TEACHER_MAPS),
     }
+    search_space = {"beta": LogUniform(0.1, 10), "rho": Choice(0.1, 0.25, 0.5, 1.0), "tau": LogUniform(0.5, 4)}
     student_taps = frozenset({"stages", "blocks", "logits"})
     teacher_taps = frozenset({"stages", "blocks", "preact", "logits"})
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench import NON_NEGATIVE, POSITIVE, Method, register
+from kdbench import NON_NEGATIVE, POSITIVE, LogUniform, Method, Uniform, register
 from kdbench.methods.vanilla_kd import kd_loss
 
 
@@ -49,6 +49,7 @@ class SRRL(Method):
     domains = {
         "fm_weight": NON_NEGATIVE, "sr_weight": NON_NEGATIVE, "kd_weight": NON_NEGATIVE, "T": POSITIVE,
     }
+    search_space = {"fm_weight": LogUniform(0.1, 10), "sr_weight": LogUniform(0.1, 10), "kd_weight": Uniform(0, 1)}
     student_taps = frozenset({"prepool", "logits"})
     teacher_taps = frozenset({"prepool", "pooled", "logits"})  # prepool: the connector's width
 

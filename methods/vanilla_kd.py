@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdbench import NON_NEGATIVE, POSITIVE, Method, register
+from kdbench import NON_NEGATIVE, POSITIVE, LogUniform, Method, Uniform, register
 
 
 def kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, T: float) -> torch.Tensor:
@@ -28,6 +28,7 @@ class VanillaKD(Method):
     paper = "Hinton, Vinyals, Dean 2015, Distilling the Knowledge in a Neural Network (arXiv 1503.02531)"
     defaults = {"T": 4.0, "gamma": 0.1, "alpha": 0.9}
     domains = {"T": POSITIVE, "gamma": NON_NEGATIVE, "alpha": NON_NEGATIVE}
+    search_space = {"T": LogUniform(1, 8), "alpha": Uniform(0.1, 1), "gamma": Uniform(0, 1)}
     student_taps = frozenset({"logits"})
     teacher_taps = frozenset({"logits"})
 

@@ -37,6 +37,10 @@ _API = {
     "UNIT": "kdbench.api.domains",
     "at_least": "kdbench.api.domains",
     "ConfigError": "kdbench.api.errors",
+    "LogUniform": "kdbench.api.search",
+    "Uniform": "kdbench.api.search",
+    "IntRange": "kdbench.api.search",
+    "Choice": "kdbench.api.search",
 }
 
 __all__ = sorted(_API)

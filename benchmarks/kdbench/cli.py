@@ -53,8 +53,9 @@ def _cmd_methods(args: argparse.Namespace) -> int:
             f"{k}={v}" + (f" ({cls.domains[k]})" if k in cls.domains else "") for k, v in cls.defaults.items()
         ) or "no hyperparameters"
         student, teacher = (", ".join(sorted(t)) or "none" for t in cls.taps_needed(dict(cls.defaults)))
-        print(f"{name}{flag}\n  paper: {cls.paper}\n  defaults: {defaults}\n  student taps: {student}\n"
-              f"  teacher taps: {teacher}")
+        space = "; ".join(f"{k}: {v}" for k, v in cls.search_space.items()) or "none (runs at its settings)"
+        print(f"{name}{flag}\n  paper: {cls.paper}\n  defaults: {defaults}\n  search space: {space}\n"
+              f"  student taps: {student}\n  teacher taps: {teacher}")
     return 0
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from kdbench.api.domains import Domain
+from kdbench.api.search import Space
 from kdbench.api.tapped import TAP_NAMES, TappedModel, Taps, TapShapes  # noqa: F401 (TAP_NAMES: re-exported)
 
 # TAP_NAMES: the taps a method may ask for, on either network. ``preact`` asks for the
@@ -106,6 +107,8 @@ class Method(nn.Module):
       defaults      hyperparameters and their default values; a suite may override any of them, and
                     an unknown key is an error
       domains       what each hyperparameter may be (:mod:`kdbench.api.domains`), checked with its type
+      search_space  the range each hyperparameter worth tuning is tuned over (:mod:`kdbench.api.search`),
+                    the same for every suite; empty: the method runs at its settings only
       student_taps  taps of the student the losses read (subset of TAP_NAMES)
       teacher_taps  taps of the teacher the losses read; empty means the method needs no teacher
       reconstructed True when the method is a reconstruction not confirmed by released code
@@ -120,6 +123,7 @@ class Method(nn.Module):
     paper: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     domains: ClassVar[dict[str, Domain]] = {}
+    search_space: ClassVar[dict[str, Space]] = {}
     student_taps: ClassVar[frozenset[str]] = frozenset({"logits"})
     teacher_taps: ClassVar[frozenset[str]] = frozenset()
     reconstructed: ClassVar[bool] = False

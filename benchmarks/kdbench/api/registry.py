@@ -17,6 +17,7 @@ from kdbench.api.domains import AnyOf, Domain
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import TAP_NAMES, Method, Task
 from kdbench.api.paths import is_plain_name
+from kdbench.api.search import Space
 
 ENTRY_POINT_GROUP = "kdbench.methods"
 _METHODS: dict[str, type[Method]] = {}
@@ -34,6 +35,7 @@ def register(cls: type[Method]) -> type[Method]:
         if unknown:
             raise TypeError(f"{cls.__name__} asks for unknown taps {sorted(unknown)}")
     _check_domains(cls)
+    _check_search_space(cls)
     existing = _METHODS.get(cls.name)
     if existing is not None and existing.__qualname__ != cls.__qualname__:
         raise TypeError(f"method name {cls.name!r} registered twice ({existing} and {cls})")
@@ -50,6 +52,33 @@ def _check_domains(cls: type[Method]) -> None:
             raise TypeError(f"{cls.__name__}.domains[{key!r}] is not a kdbench.api.domains.Domain")
         if not domain.contains(cls.defaults[key]):
             raise TypeError(f"{cls.__name__}: default {key}={cls.defaults[key]!r} is not {domain}")
+
+
+def _check_search_space(cls: type[Method]) -> None:
+    """A plugin's search space names its hyperparameters, is a known distribution, and every value it
+    can give lies in the hyperparameter's domain and type: a ConfigError (one line) otherwise, since a
+    third-party plugin's author meets it on the command line."""
+    for key, space in cls.search_space.items():
+        if key not in cls.defaults:
+            known = ", ".join(sorted(cls.defaults)) or "none"
+            raise ConfigError(f"{cls.__name__}.search_space tunes {key!r}, which the method does not have "
+                              f"(known: {known})")
+        if not isinstance(space, Space):
+            raise ConfigError(f"{cls.__name__}.search_space[{key!r}] is {space!r}, not a distribution "
+                              "(LogUniform, Uniform, IntRange or Choice from kdbench)")
+        if why := space.problem():
+            raise ConfigError(f"{cls.__name__}.search_space[{key!r}]: {why}")
+        domain = cls.domains.get(key)
+        for value in space.extremes():
+            try:
+                _coerce(cls.name, key, cls.defaults[key], value)
+            except ConfigError:
+                if not (domain is not None and domain.contains(value)):
+                    raise ConfigError(f"{cls.__name__}.search_space[{key!r}] ({space}) gives {value!r}, not "
+                                      f"a {type(cls.defaults[key]).__name__} like the default") from None
+            if domain is not None and not domain.contains(value):
+                raise ConfigError(f"{cls.__name__}.search_space[{key!r}] ({space}) leaves the domain: "
+                                  f"{value!r} is not {domain}")
 
 
 def discover() -> None:
