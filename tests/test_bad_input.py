@@ -14,16 +14,18 @@ import json
 import pickle
 import shutil
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from kdbench.api import registry
 from kdbench.cli import main
 from kdbench.config.suite import SUITES_DIR
 from tests.user_files import pair_suite, tensors, write_suite
@@ -36,6 +38,7 @@ from tests.user_files import pair_suite, tensors, write_suite
 class Env:
     tmp: Path
     trained: Path | None  # results of one tiny run (teacher and a record), when the case needs it
+    monkeypatch: Any = None  # for the cases that install a third-party plugin
 
     @property
     def results(self) -> Path:
@@ -91,11 +94,41 @@ class Env:
             (folder / "teacher.json").write_text(json.dumps(new))
         return self.run("--seeds", "1", suite=str(self.trained / "suite.yaml"))
 
+    def plugin(self, space: str) -> list[str]:
+        """A third-party plugin (an installed package's entry point) whose ``search_space`` is ``space``."""
+        module = f"acme_{self.tmp.parent.name.replace('-', '_')}"
+        (self.tmp / f"{module}.py").write_text(PLUGIN.format(space=space))
+        info = self.tmp / f"{module}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[kdbench.methods]\nacme = {module}\n")
+        self.monkeypatch.setattr(sys, "dont_write_bytecode", True)
+        self.monkeypatch.syspath_prepend(str(self.tmp))
+        self.monkeypatch.setattr(registry, "_discovered", False)
+        return self.run("--methods", "acme_kd")
+
     def pair(self, change: Callable[[Path, dict], None]) -> list[str]:
         """The user's own pair (README, "Your own pair and data") with ``change(folder, suite)``."""
         suite = pair_suite(self.tmp)
         change(self.tmp, suite)
         return self.run(suite=str(write_suite(self.tmp, suite)))
+
+
+PLUGIN = """
+import torch.nn.functional as F
+from kdbench import POSITIVE, LogUniform, Method, Uniform, register
+
+
+@register
+class Acme(Method):
+    name = "acme_kd"
+    defaults = {{"w": 1.0}}
+    domains = {{"w": POSITIVE}}
+    search_space = {space}
+
+    def losses(self, s, t, y, progress):
+        return {{"ce": self.hp["w"] * F.cross_entropy(s.logits, y)}}
+"""
 
 
 def _idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
@@ -165,6 +198,10 @@ def T(id, fragment, damage):  # noqa: N802 (a case of a damaged teacher cache)
 
 def U(id, fragment, change):  # noqa: N802 (a case of the user's own pair and data)
     return Bad(id, fragment, lambda e: e.pair(change))
+
+
+def P(id, fragment, space):  # noqa: N802 (a case of a third-party plugin's search space)
+    return Bad(id, fragment, lambda e: e.plugin(space), "plugin")
 
 
 def _set(*path_value):
@@ -359,6 +396,28 @@ CASES = [
     S("fast-path-precision", "fast_path.precision must be one of fp32, bf16, got 'fp16'", fast_path={"precision": "fp16"}),
     S("fast-path-compile", "fast_path.compile must be true or false, got 'yes'", fast_path={"compile": "yes"}),
     S("fast-path-unknown", "fast_path: unknown key(s) tf32", fast_path={"tf32": True}),
+    # a tuned suite
+    S("tuning-trials-zero", "tuning.trials must be at least 1, got 0", tuning={"trials": 0}),
+    S("tuning-trials-10001", "tuning.trials must be at most 10,000, got 10,001", tuning={"trials": 10_001}),
+    S("tuning-seed-also-a-seed", "tuning.seeds: 1 also among the suite's seeds", tuning={"seeds": [1000, 1]}),
+    Bad("tuning-seed-also-in-seeds-flag", "tuning.seeds: 1000 also among the suite's seeds",
+        lambda e: e.run("--seeds", "1000", suite=e.suite(tuning={"trials": 2}))),
+    S("tuning-seeds-repeated", "tuning.seeds are repeated", tuning={"seeds": [7, 7]}),
+    S("tuning-unknown-key", "tuning: unknown key(s) budget", tuning={"budget": 3}),
+    S("tuning-validation-both", "give fraction or size, not both", tuning={"validation": {"fraction": 0.1, "size": 9}}),
+    S("tuning-validation-fraction-1", "validation.fraction must be below 1, got 1", tuning={"validation": {"fraction": 1}}),
+    S("tuning-validation-size-zero", "validation.size must be at least 1", tuning={"validation": {"size": 0}}),
+    S("tune-not-a-bool", "vanilla_kd.tune must be true or false, got 'no'",
+      methods=[{"method": "vanilla_kd", "tune": "no"}], tuning={"trials": 2}),
+    Bad("tuning-validation-empties-a-class", "the validation split leaves class 0 with 0 training and 194 validation image(s) (of 194); hold out fewer",
+        lambda e: e.run(suite=e.suite(tuning={"validation": {"fraction": 0.999}})), "data"),
+    Bad("tuning-validation-misses-a-class", "leaves class 0 with 194 training and 0 validation image(s) (of 194); hold out more images",
+        lambda e: e.run(suite=e.suite(tuning={"validation": {"size": 5}})), "data"),
+    P("space-outside-domain", "Acme.search_space['w'] (uniform [0, 1]) leaves the domain: 0 is not > 0",
+      "{'w': Uniform(0, 1)}"),
+    P("space-unknown-distribution", "Acme.search_space['w'] is 'normal', not a distribution", "{'w': 'normal'}"),
+    P("space-unknown-hyperparameter", "Acme.search_space tunes 'temperature', which the method does not have",
+      "{'temperature': LogUniform(1, 8)}"),
     Bad("train-size-beyond-data", "train_size is 70,000, but fashion_mnist's training set has 60,000 images",
         lambda e: e.run(suite=e.suite(train_size=70_000)), "data"),
     Bad("test-size-beyond-data", "test_size is 20,000, but fashion_mnist's test set has 10,000 images",
@@ -445,7 +504,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys,
         pytest.skip("SLURM is present")
     if case.needs in ("data", "trained"):
         request.getfixturevalue("needs_fashion_mnist")
-    env = Env(tmp_path / "t", request.getfixturevalue("trained") if case.needs == "trained" else None)
+    env = Env(tmp_path / "t", request.getfixturevalue("trained") if case.needs == "trained" else None,
+              request.getfixturevalue("monkeypatch") if case.needs == "plugin" else None)
     env.tmp.mkdir()
     argv = case.argv(env)
     capsys.readouterr()

@@ -31,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         suite, methods=args.methods, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
         download=args.download, results_dir=args.results_dir,
         executor=executor_config(args.executor, flags, suite.executor, "--executor"),
-        progress=False if args.no_progress else None, lockstep=not args.no_lockstep,
+        progress=False if args.no_progress else None, lockstep=not args.no_lockstep, max_group=args.max_group,
     )
     records = run_suite(request)
     bad = [r for r in records if r["status"] != "ok"]
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-lockstep", action="store_true",
                      help="train cells one at a time (each with its own teacher pass) instead of a seed's "
                           "cells together; same records, for comparison and debugging")
+    run.add_argument("--max-group", type=int, metavar="N",
+                     help="at most N cells train in one lockstep group (memory on large pairs; default: a seed's all)")
     ex = run.add_argument_group("executors", "where the groups run (default: here); see README, "
                                 "'Running on a cluster'. A suite's executor: section sets these too")
     ex.add_argument("--executor", metavar="KIND", help="local (default), processes[:N], slurm, slurm-local, ray")

@@ -20,6 +20,7 @@ from kdbench.api.paths import plain_name
 from kdbench.api.registry import method_names
 from kdbench.config.executor import parse_executor
 from kdbench.config.fast_path import PRECISIONS, FastPath
+from kdbench.config.tuning import MAX_TRIALS, TuningConfig, ValidationConfig
 from kdbench.data.datasets import DATASETS
 from kdbench.data.user import FORMATS, DataSource
 
@@ -89,7 +90,8 @@ class MethodEntry:
 
     method: str
     label: str
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # in a tuned suite: fixed, not tuned
+    tune: bool = True  # False: a tuned suite keeps this entry at its settings (one trial)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class SuiteConfig:
     executor: dict | None = None  # where the groups run (validated; the command line overrides it)
     student_taps: dict | None = None
     fast_path: FastPath = FastPath()
+    tuning: TuningConfig | None = None  # None: every method at its settings, as before tuning existed
 
     @property
     def folder(self) -> Path:
@@ -154,19 +157,14 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     where = str(path)
     top = _mapping(raw, where)
     _keys(top, where, required={"name", "dataset", "teacher", "student", "train", "methods", "seeds"},
-          optional={"description", "train_size", "test_size", "executor", "fast_path"})
+          optional={"description", "train_size", "test_size", "executor", "fast_path", "tuning"})
     folder = Path(where).resolve().parent
     dataset = _dataset(top["dataset"], folder, f"{where}: dataset")
     teacher = _teacher(top["teacher"], folder, f"{where}: teacher")
     s = _mapping(top["student"], f"{where}: student")
     _keys(s, f"{where}: student", required={"model"}, optional={"taps"})
 
-    seeds = top["seeds"]
-    if not isinstance(seeds, list) or not seeds:
-        raise ConfigError(f"{where}: seeds must be a non-empty list of integers")
-    seeds_t = tuple(check_seed(x, f"{where}: seeds") for x in seeds)
-    if len(set(seeds_t)) != len(seeds_t):
-        raise ConfigError(f"{where}: seeds are repeated")
+    seeds_t = _seeds(top["seeds"], f"{where}: seeds")
 
     return SuiteConfig(
         name=plain_name(_str(top["name"], f"{where}: name"), f"{where}: suite name"),
@@ -183,7 +181,55 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
         test_size=_optional_int(top.get("test_size"), f"{where}: test_size"),
         executor=_executor(top.get("executor"), where),
         fast_path=_fast_path(top.get("fast_path"), f"{where}: fast_path"),
+        tuning=_tuning(top.get("tuning"), f"{where}: tuning", seeds_t),
     )
+
+
+def _seeds(raw: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where} must be a non-empty list of integers")
+    seeds = tuple(check_seed(x, where) for x in raw)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where} are repeated")
+    return seeds
+
+
+def _tuning(raw: Any, where: str, suite_seeds: tuple[int, ...]) -> TuningConfig | None:
+    """``{trials: N, seeds: [...], validation: {...}}``, each optional (see config/tuning.py)."""
+    if raw is None:
+        return None
+    m = _mapping(raw, where)
+    _keys(m, where, required=set(), optional={"trials", "seeds", "validation"})
+    d = TuningConfig()
+    seeds = _seeds(m.get("seeds", list(d.seeds)), f"{where}.seeds")
+    check_tuning_seeds(seeds, suite_seeds, f"{where}.seeds")
+    return TuningConfig(
+        trials=_int(m.get("trials", d.trials), f"{where}.trials", minimum=1, maximum=MAX_TRIALS),
+        seeds=seeds,
+        validation=_validation(m.get("validation", {}), f"{where}.validation"),
+    )
+
+
+def check_tuning_seeds(tuning_seeds: tuple[int, ...], seeds: tuple[int, ...], where: str) -> None:
+    """The choice is made on other seeds than the reported runs (also the check on ``--seeds``)."""
+    if both := sorted(set(tuning_seeds) & set(seeds)):
+        raise ConfigError(f"{where}: {', '.join(map(str, both))} also among the suite's seeds; tuning seeds must "
+                          "differ, so the runs whose test accuracy is reported are not the ones chosen on")
+
+
+def _validation(raw: Any, where: str) -> ValidationConfig:
+    """``{fraction: F}`` (0 < F < 1) or ``{size: N}``, and ``seed`` [0]."""
+    m = _mapping(raw, where)
+    _keys(m, where, required=set(), optional={"fraction", "size", "seed"})
+    if "fraction" in m and "size" in m:
+        raise ConfigError(f"{where}: give fraction or size, not both")
+    seed = check_seed(m.get("seed", 0), f"{where}.seed")
+    if "size" in m:
+        return ValidationConfig(fraction=None, size=_int(m["size"], f"{where}.size", minimum=1), seed=seed)
+    fraction = _float(m.get("fraction", 0.1), f"{where}.fraction", positive=True)
+    if fraction >= 1:
+        raise ConfigError(f"{where}.fraction must be below 1, got {fraction:g}")
+    return ValidationConfig(fraction=fraction, size=None, seed=seed)
 
 
 def _fast_path(raw: Any, where: str) -> FastPath:
@@ -278,11 +324,12 @@ def _methods(raw: Any, where: str) -> tuple[MethodEntry, ...]:
             entries.append(MethodEntry(item, plain_name(item, f"{where}: method")))
             continue
         m = _mapping(item, f"{where}: methods entry")
-        _keys(m, f"{where}: methods entry", required={"method"}, optional={"label", "hyperparameters"})
+        _keys(m, f"{where}: methods entry", required={"method"}, optional={"label", "hyperparameters", "tune"})
         name = _str(m["method"], f"{where}: methods.method")
         label = plain_name(_str(m.get("label", name), f"{where}: methods.label"), f"{where}: method label")
         hp = m.get("hyperparameters") or {}
-        entries.append(MethodEntry(name, label, dict(_mapping(hp, f"{where}: {label}.hyperparameters"))))
+        entries.append(MethodEntry(name, label, dict(_mapping(hp, f"{where}: {label}.hyperparameters")),
+                                   _bool(m.get("tune", True), f"{where}: {label}.tune")))
     labels = [e.label for e in entries]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: method labels are repeated: {labels}")

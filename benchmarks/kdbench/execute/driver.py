@@ -1,9 +1,11 @@
 """The driver of a run: checks, then the cells here (executor ``local``) or on another executor. For
 the others, the teacher is trained or verified first, once, here; then one job per group still to
-run is dispatched, waited for, and reported cell by cell."""
+run is dispatched, waited for, and reported cell by cell (a tuned suite's trials first, then, once
+they have all ended, its cells at the hyperparameters chosen)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -15,7 +17,11 @@ from kdbench.execute.jobs import GroupJob
 from kdbench.run.plan import Prepared, prepare
 from kdbench.run.progress import Progress, forward_logs
 from kdbench.run.request import RunRequest
-from kdbench.run.rounds import cell_run, done_record, groups, run_here, shared_run, summary_line
+from kdbench.run.rounds import (
+    cell_name, cell_run, done_record, final_specs, groups, run_here, shared_runs, summary_line,
+)
+from kdbench.train.cell import RunSpec, SharedRun
+from kdbench.train.records import cell_key
 
 
 def run_suite(request: RunRequest, log: Callable[[str], None] | None = None) -> list[dict]:
@@ -23,7 +29,7 @@ def run_suite(request: RunRequest, log: Callable[[str], None] | None = None) -> 
     in plan order. ``log`` takes the progress lines (default: above the progress bars)."""
     request.executor.check_available()
     p = prepare(request)
-    bar = Progress(total=len(p.specs), enabled=request.progress)
+    bar = Progress(total=len(p.trials) + len(p.specs), enabled=request.progress)
     say = log or bar.write
     threads = torch.get_num_threads()
     try:
@@ -37,29 +43,44 @@ def run_suite(request: RunRequest, log: Callable[[str], None] | None = None) -> 
         bar.close()
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a dispatched run: its cells, what they share, and the name its jobs carry."""
+
+    name: str  # "trials" or "cells"
+    specs: list[RunSpec]
+    shared: SharedRun
+
+
 def run_dispatched(p: Prepared, bar: Progress, say: Callable[[str], None]) -> list[dict]:
-    executor = p.request.executor
-    shared = shared_run(p, say)  # trained or verified before any worker starts
-    out: dict[tuple[str, int], dict] = {}
+    shared, trials = shared_runs(p, say)  # the teacher trained or verified before any worker starts
+    trial_records = run_phase(Phase("trials", p.trials, trials), p, bar, say) if trials else None
+    return run_phase(Phase("cells", final_specs(p, trials, say, trial_records), shared), p, bar, say)
+
+
+def run_phase(phase: Phase, p: Prepared, bar: Progress, say: Callable[[str], None]) -> list[dict]:
+    """Dispatch a job per group of ``phase`` still to run, wait for them all; the records in order."""
+    executor, specs = p.request.executor, phase.specs
+    out: dict[tuple, dict] = {}
 
     def finished(rec: dict, line: str) -> None:
-        out[(rec["label"], rec["seed"])] = rec
-        say(f"[{len(out)}/{len(p.specs)}] {line}")
+        out[cell_key(rec)] = rec
+        say(f"[{len(out)}/{len(specs)}] {line}")
         bar.advance()
 
     jobs = []
-    for group in groups(p.specs, p.request.lockstep):  # without lockstep, a job per cell
+    for group in groups(specs, p.request.lockstep, p.request.max_group):  # without lockstep, a job per cell
         pending = []
         for spec in group:
-            rec = done_record(cell_run(spec, shared))
+            rec = done_record(cell_run(spec, phase.shared))
             if rec is None:
-                pending.append(spec.entry.label)
+                pending.append(spec.key)
             else:
-                finished(rec, f"{spec.entry.label} seed {spec.seed}: done before ({rec['status']}), skipped")
+                finished(rec, f"{cell_name(*spec.key)}: done before ({rec['status']}), skipped")
         if pending:
-            jobs.append(GroupJob(p.request, group[0].seed, tuple(pending)))
+            jobs.append(GroupJob(p.request, group[0].seed, tuple(pending), phase=phase.name))
     if jobs:
-        say(f"{len(jobs)} group(s) to {executor.describe()}")
+        say(f"{len(jobs)} group(s){' of trials' if phase.name == 'trials' else ''} to {executor.describe()}")
     crashed = []
     for job, outcome in dispatch(jobs, executor, under(p.results_dir, p.suite.name, "executor-logs")):
         if isinstance(outcome, BaseException):
@@ -67,11 +88,11 @@ def run_dispatched(p: Prepared, bar: Progress, say: Callable[[str], None]) -> li
             say(f"group of seed {job.seed} crashed ({crashed[-1]})")
             continue
         for rec in outcome:
-            if (rec["label"], rec["seed"]) not in out:
+            if cell_key(rec) not in out:
                 finished(rec, summary_line(rec))
     if crashed:
         raise GroupsCrashed(
             f"{len(crashed)} of {len(jobs)} group(s) crashed ({'; '.join(crashed)}); "
-            f"{len(out)} of {len(p.specs)} cells are recorded, and rerunning the same command resumes the rest"
+            f"{len(out)} of {len(specs)} {phase.name} are recorded, and rerunning the same command resumes the rest"
         )
-    return [out[(s.entry.label, s.seed)] for s in p.specs]
+    return [out[s.key] for s in specs]

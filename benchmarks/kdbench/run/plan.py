@@ -19,7 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,10 +29,12 @@ from kdbench.api.paths import check_writable_folder
 from kdbench.api.registry import get_method, resolve_hyperparameters
 from kdbench.config.hashing import training_config
 from kdbench.config.sources import plugin_sources_sha256
-from kdbench.config.suite import MethodEntry, SuiteConfig, check_seed
+from kdbench.config.suite import MethodEntry, SuiteConfig, check_seed, check_tuning_seeds
 from kdbench.data.datasets import DATASETS, Dataset, DatasetSpec, head, load_dataset
+from kdbench.data.validation import hold_out
 from kdbench.models.pair import build_student, build_teacher, check_taps, model_identity
 from kdbench.run.request import RunRequest
+from kdbench.run.trials import trial_specs
 from kdbench.train.cell import RunSpec
 from kdbench.train.environment import resolve_device
 from kdbench.train.teacher import TeacherInfo, checkpoint_state, load_checkpoint
@@ -55,18 +57,30 @@ def plan(
         spec = DATASETS[suite.dataset]
     if spec is None:
         raise ValueError("plan() needs the spec of the user's dataset, known once it is loaded")
-    task = Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
+    task = task_of(spec)
     resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
     for s in seeds or []:
         check_seed(s, "--seeds")
     seed_list = list(seeds) if seeds else list(suite.seeds)
+    if suite.tuning:
+        check_tuning_seeds(suite.tuning.seeds, tuple(seed_list), f"{suite.path}: tuning.seeds")
     return [
         RunSpec(e, get_method(e.method), resolved[e.label], s) for s in seed_list for e in entries
     ]
 
 
+def task_of(spec: DatasetSpec) -> Task:
+    return Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
+
+
+#: What of a final cell's ``tuning`` its hash holds: where its hyperparameters come from (not the
+#: accuracies and costs, which are measurements).
+TUNING_HASHED = ("trial", "trials", "seeds", "validation")
+
+
 def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: TeacherInfo | None) -> dict:
-    """Everything that determines a cell's result; its hash is the record's ``config_hash``."""
+    """Everything that determines a cell's result; its hash is the record's ``config_hash`` (a trial's
+    names its validation split; a tuned suite's final cell, the trial it runs)."""
     student = model_identity(suite.student_model, suite.student_taps, suite)
     return training_config(
         data, suite.train, suite.fast_path,
@@ -77,6 +91,8 @@ def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: Teach
             "method_sources_sha256": plugin_sources_sha256(cell.method_cls),
             "seed": cell.seed,
             "teacher_sha256": teacher.sha256 if (teacher and cell.method_cls.needs_teacher()) else None,
+            **({"validation": cell.trial["validation"]} if cell.trial else {}),
+            **({"tuning": {k: cell.tuning[k] for k in TUNING_HASHED}} if cell.tuning else {}),
         },
     )
 
@@ -84,7 +100,9 @@ def cell_config(suite: SuiteConfig, cell: RunSpec, data: Dataset, teacher: Teach
 @dataclass(frozen=True)
 class Prepared:
     """A run validated and ready: the request, its cells, device, data and results folder (and the
-    user's teacher checkpoint, read once while it was verified)."""
+    user's teacher checkpoint, read once while it was verified). A tuned suite's run also has its
+    trials and their data (the training images split in two; no test split); its ``specs`` are
+    then at their settings until the trials choose."""
 
     request: RunRequest
     specs: list[RunSpec]
@@ -93,6 +111,8 @@ class Prepared:
     teacher_data: Dataset
     results_dir: Path
     teacher_state: dict | None = None
+    trials: list[RunSpec] = field(default_factory=list)
+    trial_data: Dataset | None = None
 
     @property
     def suite(self) -> SuiteConfig:
@@ -111,8 +131,13 @@ def prepare(request: RunRequest) -> Prepared:
     specs, state = checked or checked_plan(suite, methods, seeds, full.spec)
     data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
     teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
+    trials, trial_data = [], None
+    if (tuning := suite.tuning) is not None:
+        trials = trial_specs(tuning, specs, task_of(full.spec))
+        v = tuning.validation
+        trial_data = hold_out(data, v.fraction, v.size, v.seed, f"{suite.path}: tuning.validation")
     return Prepared(request, specs, torch_device, data, teacher_data, check_writable_folder(request.results_dir),
-                    state)
+                    state, trials, trial_data)
 
 
 def checked_plan(

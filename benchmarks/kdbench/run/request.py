@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kdbench.api.errors import ConfigError
 from kdbench.config.executor import ExecutorConfig
 from kdbench.config.suite import SuiteConfig
 
@@ -22,9 +23,12 @@ class RunRequest:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # its threads: per cell's process
     progress: bool | None = None  # None: bars on a terminal
     lockstep: bool = True  # False: each cell alone, with its own teacher pass (same records)
+    max_group: int | None = None  # at most this many cells in a lockstep group (memory); None: a seed's all
 
     def __post_init__(self) -> None:  # lists from a caller become tuples: a request is hashable, picklable data
         for name in ("methods", "seeds"):
             if (v := getattr(self, name)) is not None:
                 object.__setattr__(self, name, tuple(v))
         object.__setattr__(self, "results_dir", str(self.results_dir))
+        if self.max_group is not None and (isinstance(self.max_group, bool) or self.max_group < 1):
+            raise ConfigError(f"--max-group must be at least 1, got {self.max_group}")

@@ -50,6 +50,19 @@ class RunSpec:
     method_cls: type[Method]
     hyperparameters: dict[str, Any]
     seed: int
+    trial: dict | None = None  # a tuning trial: its record's ``trial`` (index, of, sampler, validation)
+    tuning: dict | None = None  # a tuned suite's final cell: its record's ``tuning`` (the trial chosen)
+
+    @property
+    def stem(self) -> str:
+        """The cell's name in its record's, checkpoint's and claim's file names."""
+        trial = f"__trial{self.trial['index']}" if self.trial else ""
+        return f"{self.entry.label}{trial}__seed{self.seed}"
+
+    @property
+    def key(self) -> tuple[str, int, int | None]:
+        """The cell among a run's cells, as :func:`kdbench.train.records.cell_key` reads it from a record."""
+        return self.entry.label, self.seed, self.trial["index"] if self.trial else None
 
 
 @dataclass(frozen=True)
@@ -62,10 +75,19 @@ class SharedRun:
     deterministic: bool
     results_dir: Path
     teacher: Teacher | None  # None when no cell of the run reads one
+    folder: Path | None = None  # its cells' runs/, checkpoints/ and claims/ (default: results_dir/<suite>)
+
+    def __post_init__(self) -> None:
+        if self.folder is None:
+            object.__setattr__(self, "folder", under(self.results_dir, self.suite.name))
+
+
+def checkpoint_file(folder: Path, stem: str) -> Path:
+    return under(folder, "checkpoints", f"{stem}.pt")
 
 
 def checkpoint_path(results_dir: Path, suite: str, label: str, seed: int) -> Path:
-    return under(results_dir, suite, "checkpoints", f"{label}__seed{seed}.pt")
+    return checkpoint_file(under(results_dir, suite), f"{label}__seed{seed}")
 
 
 #: The costs a checkpoint carries, so a resumed cell's record counts every epoch it holds (the
@@ -80,8 +102,8 @@ class CellRun:
     def __init__(self, spec: RunSpec, config: dict, config_hash: str, shared: SharedRun) -> None:
         self.spec, self.shared, self.config_hash = spec, shared, config_hash
         self.uses_teacher = spec.method_cls.needs_teacher()
-        self.path = records.record_path(shared.results_dir, shared.suite.name, spec.entry.label, spec.seed)
-        self.ckpt = checkpoint_path(shared.results_dir, shared.suite.name, spec.entry.label, spec.seed)
+        self.path = records.record_file(shared.folder, spec.stem)
+        self.ckpt = checkpoint_file(shared.folder, spec.stem)
         self.rec = self._new_record(config)
         self.cell: Cell | None = None
         self.method: Method | None = None
@@ -305,6 +327,8 @@ class CellRun:
             "reconstructed": spec.method_cls.reconstructed,
             "hyperparameters": spec.hyperparameters,
             "seed": spec.seed,
+            **({"trial": spec.trial, "evaluated_on": "validation"} if spec.trial else {}),
+            **({"tuning": spec.tuning} if spec.tuning else {}),
             "status": "ok",
             "error": None,
             "config_hash": self.config_hash,

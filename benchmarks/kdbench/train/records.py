@@ -60,6 +60,24 @@ FIELDS: tuple[Field, ...] = (
     _f("reconstructed", (bool,), "", "true when no code was released and the method was rebuilt from its paper"),
     _f("hyperparameters", OBJECT, "", "every hyperparameter the method ran with, defaults resolved"),
     _f("seed", (int,), "", "the cell's seed: student initialisation, data order, augmentation", "always"),
+    _f("trial", OBJECT, "", "a tuning trial's place in its method's search (trial records, under tuning/runs)"),
+    _f("trial.index", (int,), "", "0: the method's settings; 1…: quasi-random points of its search space"),
+    _f("trial.of", (int,), "trials", "the method's number of trials"),
+    _f("trial.sampler", OBJECT, "", "how the points were drawn: sequence, scramble seed, dimensions"),
+    _f("trial.validation", OBJECT, "", "the validation split: its fraction or size, and its seed"),
+    _f("evaluated_on", TEXT, "", "validation: epochs[].test_acc, final_acc, best_acc are validation accuracies "
+       "(trial records)"),
+    _f("tuning", OBJECT, "", "where a tuned suite's cell got its hyperparameters (final cells)"),
+    _f("tuning.trial", (int,), "", "the trial chosen"),
+    _f("tuning.trials", (int,), "trials", "the method's number of trials"),
+    _f("tuning.seeds", LIST, "", "the tuning seeds the choice was made on"),
+    _f("tuning.validation", OBJECT, "", "the validation split (as in the trials' records)"),
+    _f("tuning.validation_acc", NUMBER + NONE, "%", "the chosen trial's final validation accuracy, mean over "
+       "tuning seeds; null when every trial failed", **PERCENT),
+    _f("tuning.defaults_validation_acc", NUMBER + NONE, "%", "trial 0's (the settings') the same way", **PERCENT),
+    _f("tuning.tuning_cost_s", NUMBER, "s", "the cost_s of all the method's trials, summed", **SECONDS),
+    _f("tuning.chosen", OBJECT, "", "the hyperparameters the search changed, as chosen"),
+    _f("tuning.defaults", OBJECT, "", "the same hyperparameters at the method's settings"),
     _f("status", TEXT, "", "ok, diverged (a non-finite loss) or failed (an exception)", "always"),
     _f("error", TEXT + NONE, "", "why the cell did not end ok; null when it did"),
     _f("traceback", TEXT, "", "the failure's traceback (failed cells)"),
@@ -145,8 +163,19 @@ def runs_dir(results_dir: Path, suite: str) -> Path:
     return under(results_dir, suite, "runs")
 
 
+def record_file(folder: Path, stem: str) -> Path:
+    """A cell's record in ``folder`` (a suite's, or its tuning trials'), by its ``RunSpec.stem``."""
+    return under(folder, "runs", f"{stem}.json")
+
+
 def record_path(results_dir: Path, suite: str, label: str, seed: int) -> Path:
-    return under(runs_dir(results_dir, suite), f"{label}__seed{seed}.json")
+    return record_file(under(results_dir, suite), f"{label}__seed{seed}")
+
+
+def cell_key(rec: dict) -> tuple[str, int, int | None]:
+    """Which cell a record is: its label, seed and trial index (None for a suite's own cells)."""
+    trial = rec.get("trial")
+    return rec["label"], rec["seed"], trial.get("index") if isinstance(trial, dict) else None
 
 
 def _values(rec: dict, path: str) -> list[Any]:
@@ -194,7 +223,8 @@ def problem(rec: Any) -> str | None:
 
 def undeclared(rec: dict) -> list[str]:
     """The fields of ``rec`` that the schema does not declare (objects a plugin fills are free-form)."""
-    free = ("config", "hyperparameters", "prepare", "extras", "diverged_at", "epochs[].loss")
+    free = ("config", "hyperparameters", "prepare", "extras", "diverged_at", "epochs[].loss", "trial.sampler",
+            "trial.validation", "tuning.validation", "tuning.chosen", "tuning.defaults")
     out = []
 
     def walk(obj: Any, prefix: str) -> None:
