@@ -15,6 +15,7 @@ from kdbench.report.leaderboard import leaderboard_markdown
 from kdbench.report.load import load_runs
 from kdbench.report.published import published_for
 from kdbench.report.tables import runs_table, summary_table
+from kdbench.report.tuning import TuningInputs, tuning_section
 
 
 def build_report(suite: str, results_dir: str | Path = "results", report_dir: str | Path = "report") -> Path:
@@ -30,5 +31,6 @@ def build_report(suite: str, results_dir: str | Path = "results", report_dir: st
     published = published_for(facts.dataset, facts.teacher.model, facts.student_model)
     figures = draw_figures(loaded.records, summary, facts, out / "figures")
     path = out / "leaderboard.md"
-    path.write_text(leaderboard_markdown(summary, facts, published, figures, loaded, out))
+    tuning = tuning_section(TuningInputs(loaded.records, Path(results_dir), suite, out))
+    path.write_text(leaderboard_markdown(summary, facts, published, figures, loaded, out) + tuning)
     return path
