@@ -60,8 +60,8 @@ def in_process(needs_fashion_mnist, suite, tmp_path_factory):
     return results
 
 
-def same_as_in_process(results: Path, in_process: Path) -> None:
-    ours, theirs = records(results), records(in_process)
+def same_as_in_process(results: Path, in_process: Path, read=records) -> None:
+    ours, theirs = read(results), read(in_process)
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert ours[name]["environment"]["threads"] == 1, name
