@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from kdbench.api.atomic import save_atomic
+from kdbench.config.hashing import stable_hash
 from kdbench.train import records
 from kdbench.config.suite import MethodEntry, SuiteConfig
 from kdbench.train.cost import inference_flops, parameter_counts
@@ -147,7 +148,7 @@ class CellRun:
             tinfo = shared.teacher.info
             self.rec["prepare"] = self.method.prepare(TeacherData(
                 teacher=teacher, train_images=data.train.images, train_labels=data.train.labels,
-                cache_dir=Path(tinfo.folder) / "offline", seed=shared.suite.teacher.seed,
+                cache_dir=self._cache_dir(), seed=shared.suite.teacher.seed,
                 teacher_sha256=tinfo.sha256, test_images=data.test.images, test_labels=data.test.labels,
             ))
         if fast.compile:
@@ -155,6 +156,16 @@ class CellRun:
         seed_everything(spec.seed + TRAIN_RNG_STREAM)
         self.cell = make_cell(student, self.method, shared.suite.train.optimizer, fast.precision)
         self.next_epoch = self._resume()
+
+    def _cache_dir(self) -> Path:
+        """Where the method caches offline targets: beside the teacher; a trial's in a folder of its
+        validation split (of these training images), since its training images are another set."""
+        folder = Path(self.shared.teacher.info.folder) / "offline"
+        if self.spec.trial is None:
+            return folder
+        data = self.shared.data
+        split = {**self.spec.trial["validation"], "images": len(data.train) + len(data.test)}
+        return folder / f"validation-{stable_hash(split)[:12]}"
 
     def _resume(self) -> int:
         """Restore an interrupted cell from its last epoch checkpoint; returns the epoch to start at.
