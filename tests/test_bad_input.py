@@ -397,6 +397,7 @@ CASES = [
     S("fast-path-compile", "fast_path.compile must be true or false, got 'yes'", fast_path={"compile": "yes"}),
     S("fast-path-unknown", "fast_path: unknown key(s) tf32", fast_path={"tf32": True}),
     # a tuned suite
+    C("max-group-zero", "--max-group must be at least 1, got 0", "--max-group", "0"),
     S("tuning-trials-zero", "tuning.trials must be at least 1, got 0", tuning={"trials": 0}),
     S("tuning-trials-10001", "tuning.trials must be at most 10,000, got 10,001", tuning={"trials": 10_001}),
     S("tuning-seed-also-a-seed", "tuning.seeds: 1 also among the suite's seeds", tuning={"seeds": [1000, 1]}),

@@ -166,7 +166,7 @@ def test_processes_give_the_in_process_choice_and_records(in_process, suite, tmp
 
 
 def test_the_report_has_a_tuning_section_and_no_trial_in_the_leaderboard(in_process, tmp_path):
-    main(["report", "tiny", "--results-dir", str(in_process), "--report-dir", str(tmp_path)])
+    assert main(["report", "tiny", "--results-dir", str(in_process), "--report-dir", str(tmp_path)]) == 0
     text = (tmp_path / "tiny" / "leaderboard.md").read_text()
     assert "## Tuning" in text and "| vanilla_kd |" in text and (tmp_path / "tiny/figures/tuning_budget.png").is_file()
     assert len((tmp_path / "tiny" / "runs.csv").read_text().strip().splitlines()) == 1 + 3
