@@ -30,16 +30,25 @@ def trial_score(by_seed: dict[int, dict], seeds: tuple[int, ...]) -> float | Non
     return sum(accs) / len(accs)
 
 
-def select(records: list[dict], seeds: tuple[int, ...]) -> dict[str, Chosen]:
-    """Each method label's chosen trial, from its trial records (any order)."""
+def by_trial(records: list[dict]) -> dict[str, dict[int, dict[int, dict]]]:
+    """Trial records as label -> trial index -> tuning seed -> record."""
     table: dict[str, dict[int, dict[int, dict]]] = {}
     for rec in records:
         label, seed, index = cell_key(rec)
         table.setdefault(label, {}).setdefault(index, {})[seed] = rec
+    return table
+
+
+def trial_count(trials: dict[int, dict[int, dict]]) -> int:
+    """A method's number of trials, as its records say (a trial without a record still counts)."""
+    return max(r["trial"]["of"] for by_seed in trials.values() for r in by_seed.values())
+
+
+def select(records: list[dict], seeds: tuple[int, ...]) -> dict[str, Chosen]:
+    """Each method label's chosen trial, from its trial records (any order)."""
     out = {}
-    for label, trials in table.items():
-        of = max(r["trial"]["of"] for by_seed in trials.values() for r in by_seed.values())
-        scores = {k: trial_score(trials.get(k, {}), seeds) for k in range(of)}
+    for label, trials in by_trial(records).items():
+        scores = {k: trial_score(trials.get(k, {}), seeds) for k in range(trial_count(trials))}
         best = min(scores, key=lambda k: (scores[k] is None, -(scores[k] or 0.0), k))
         cost = sum(r.get("cost_s") or 0.0 for by_seed in trials.values() for r in by_seed.values())
         out[label] = Chosen(best, scores[best], scores[0], cost)
