@@ -33,29 +33,46 @@ def test_nothing_outside_docs_cites_the_external_specification():
     assert offenders == []
 
 
-def _section(title: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index(f"## {title}\n")
-    return readme[start:readme.index("\n## ", start + 1)]
+DOCS = ROOT / "docs"
+OWN = DOCS / "own-models-and-data.md"
 
 
-def test_the_readme_taps_table_is_what_the_methods_read():
-    rows = re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \| ([^|]+) \|$", _section("Your own pair and data"), flags=re.M)
+def _section(path: Path, title: str) -> str:
+    """The text of ``path``'s section ``## title``, up to the next section of that level."""
+    text = path.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_the_taps_table_is_what_the_methods_read():
+    rows = re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \| ([^|]+) \|$", _section(OWN, "Taps"), flags=re.M)
     assert sorted(name for name, _, _ in rows) == method_names()
     for name, student, teacher in rows:
         cls = get_method(name)
         for cell, taps in zip((student, teacher), cls.taps_needed(dict(cls.defaults))):
             named = set(re.findall(r"[a-z]+", cell.split(";")[0].split("(")[0])) - {"none"}
-            assert named == set(taps), f"README says {name} reads {sorted(named)}, it reads {sorted(taps)}"
+            assert named == set(taps), f"{OWN.name} says {name} reads {sorted(named)}, it reads {sorted(taps)}"
+
+
+def test_the_readme_methods_table_lists_every_builtin_plugin():
+    rows = re.findall(r"^\| `([a-z_0-9]+)`(?: \(reconstructed\))? \| ", _section(ROOT / "README.md", "Methods"), flags=re.M)
+    builtin = [n for n in method_names() if get_method(n).__module__.startswith("kdbench.methods.")]
+    assert sorted(rows) == sorted(builtin)
+    for name in rows:
+        flagged = f"`{name}` (reconstructed)" in (ROOT / "README.md").read_text()
+        assert flagged == bool(get_method(name).reconstructed), name
 
 
 def test_the_worked_example_runs_as_written(tmp_path):
-    """The README's example, from an empty folder, with the `kdbench` this interpreter runs."""
+    """The example of docs/own-models-and-data.md, from an empty folder, with the `kdbench` this
+    interpreter runs. It is the page's only bash block, so what a reader copies is what runs."""
     import os
     import subprocess
     import sys
 
-    (script,) = re.findall(r"```bash\n(.*?)```", _section("Your own pair and data"), flags=re.S)
+    (script,) = re.findall(r"```bash\n(.*?)```", OWN.read_text(), flags=re.S)
+    assert script in _section(OWN, "A worked example")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, line in (("python", f'exec {sys.executable} "$@"'), ("kdbench", f'exec {sys.executable} -m kdbench "$@"')):
