@@ -86,3 +86,116 @@ def test_the_worked_example_runs_as_written(tmp_path):
     assert "14 runs in results/my-pair/runs: 14 ok, 0 not ok" in out.stdout
     board = (work / "report" / "my-pair" / "leaderboard.md").read_text()
     assert "torchvision:resnet18 → my_models:tiny_cnn" in board and "came from the checkpoint" in board
+
+
+# ------------------------------------------------------------------------------ documentation links
+#
+# The convention for pointing at the documentation from code (comments, docstrings, messages):
+#     docs/<page>.md                  the page
+#     docs/<page>.md, "Heading"       a section of it: the heading's text, at any level, as written
+#                                     (backticks dropped)
+# Markdown pages link each other as [text](FILE.md) or [text](FILE.md#anchor), anchors as GitHub
+# makes them. Code no longer points at README sections: the README is a front page.
+
+#: Pages linked before they exist: written on another branch. A link to one may not name a section
+#: (its headings cannot be checked yet); once the page exists, its links are checked like any other.
+PENDING = {"records.md"}
+
+CODE_LINK = re.compile(r'docs/([A-Za-z0-9_.-]+?\.md)(?:, "([^"\n]+)")?')
+MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+OLD_README_POINTER = re.compile(r"""README(?:'s)?,? ["']""")
+
+
+def headings(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # a comment in a code block is no heading
+    return [h.replace("`", "").strip() for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)]
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def code_link_problems(text: str, docs: Path = DOCS) -> list[str]:
+    """The links in ``text`` (code) to a page of ``docs`` that is missing or to a heading it lacks."""
+    problems = []
+    for page, section in CODE_LINK.findall(text):
+        path = docs / page
+        if not path.is_file():
+            if page not in PENDING:
+                problems.append(f"docs/{page}: no such page")
+            elif section:
+                problems.append(f'docs/{page}, "{section}": the page is not written yet')
+        elif section and section not in headings(path):
+            problems.append(f'docs/{page}, "{section}": no such heading')
+    problems += [f"points at a README section: ...{m.group(0)}..." for m in OLD_README_POINTER.finditer(text)]
+    return problems
+
+
+def markdown_link_problems(path: Path) -> list[str]:
+    """Relative links of a markdown page that lead nowhere: a missing file, or a missing anchor."""
+    problems = []
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    for target in MD_LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        file, _, frag = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            if not (dest.parent == DOCS.resolve() and dest.name in PENDING and not frag):
+                problems.append(f"{path.name}: ({target}) leads nowhere")
+        elif frag and frag not in {anchor(h) for h in headings(dest)}:
+            problems.append(f"{path.name}: ({target}) has no such anchor")
+    return problems
+
+
+def _code_files(tops=("benchmarks", "tests")) -> list[Path]:
+    files = [p for top in tops for p in (ROOT / top).rglob("*")
+             if p.is_file() and p.suffix in {".py", ".yaml", ".csv", ".sh", ".toml"}
+             and "__pycache__" not in p.parts and not p.is_symlink()
+             and not any(q.is_symlink() for q in p.parents)]
+    return files + ([ROOT / "pyproject.toml", ROOT / "run_all.sh"] if "benchmarks" in tops else [])
+
+
+def test_every_documentation_link_in_code_resolves():
+    found = {str(p.relative_to(ROOT)): code_link_problems(p.read_text()) for p in _code_files()}
+    assert {k: v for k, v in found.items() if v} == {}
+    linked = sum(len(CODE_LINK.findall(p.read_text())) for p in _code_files())
+    assert linked >= 10, "the scan found almost no links: is it looking in the right place?"
+
+
+def test_the_builtin_plugins_link_pages_that_exist():
+    """The plugins' pointers, page by page only: their bytes are in every record's config hash, so
+    their wording is kept as it is (bregman_pca's "Choice of k" names a paragraph, not a heading)."""
+    for p in _code_files(("methods",)):
+        for page, _ in CODE_LINK.findall(p.read_text()):
+            assert (DOCS / page).is_file(), f"{p.name} links docs/{page}, which does not exist"
+
+
+def test_every_link_between_the_pages_resolves():
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    assert [p for page in pages for p in markdown_link_problems(page)] == []
+
+
+def test_the_readme_is_a_front_page_linking_every_docs_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 220, "README.md is a front page: at most 220 lines, the rest in docs/"
+    linked = set(re.findall(r"\]\(docs/([^)#\s]+)", readme))
+    assert sorted(p.name for p in DOCS.glob("*.md") if p.name not in linked) == []
+
+
+def test_the_link_checks_catch_what_they_look_for(tmp_path):
+    """The checks on made-up pages and text, so they can fail (the names are spelled apart, so this
+    file's own scan does not trip on them)."""
+    (tmp_path / "a.md").write_text("# A page\n\n## Some `code` here\n\n[b](b.md) [gone](c.md) [x](#some-code-here) "
+                                   "[y](#nope) [z](b.md#elsewhere)\n\n```\n# not a heading\n```\n")
+    (tmp_path / "b.md").write_text("# B\n\n## Elsewhere, too\n")
+    assert headings(tmp_path / "a.md") == ["A page", "Some code here"]
+    assert anchor("Elsewhere, too") == "elsewhere-too"
+    assert markdown_link_problems(tmp_path / "a.md") == [
+        "a.md: (c.md) leads nowhere", "a.md: (#nope) has no such anchor", "a.md: (b.md#elsewhere) has no such anchor"]
+    d, readme = "docs" + "/", "READ" + "ME"
+    text = f'see {d}a.md, "Some code here"; {d}b.md; {d}c.md; {d}a.md, "No such"; {d}records.md, "Fields"; {readme}, "Speed"'
+    assert code_link_problems(text, tmp_path) == [
+        f"{d}c.md: no such page", f'{d}a.md, "No such": no such heading',
+        f'{d}records.md, "Fields": the page is not written yet', f'points at a {readme} section: ...{readme}, "...']

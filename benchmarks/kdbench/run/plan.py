@@ -14,7 +14,7 @@ Guarantees:
   unfinished cell from its own; a NaN loss ends a cell as ``diverged``; an exception ends it as
   ``failed`` with the error, and the others go on;
 - shareable: a cell runs under its claim, so processes sharing a results folder (two runs, or the
-  workers of an executor, see ``dispatch.py``) never run one twice.
+  workers of an executor, see :mod:`kdbench.execute.executors`) never run one twice.
 """
 
 from __future__ import annotations
