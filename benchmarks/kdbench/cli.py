@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-lockstep", action="store_true",
                      help="train cells one at a time (each with its own teacher pass) instead of a seed's "
                           "cells together; same records, for comparison and debugging")
-    ex = run.add_argument_group("executors", "where the groups run (default: here); see README, "
-                                "'Running on a cluster'. A suite's executor: section sets these too")
+    ex = run.add_argument_group("executors", "where the groups run (default: here); see docs/cluster.md. "
+                                "A suite's executor: section sets these too")
     ex.add_argument("--executor", metavar="KIND", help="local (default), processes[:N], slurm, slurm-local, ray")
     for o in EXECUTOR_OPTIONS:
         if o.cli_flag:
