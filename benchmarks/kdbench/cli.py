@@ -1,4 +1,4 @@
-"""The ``kdbench`` command line: ``run`` a suite, ``report`` on its records, list ``methods`` and ``suites``.
+"""The ``kdbench`` command line: ``run`` a suite, ``report`` on it, list ``methods`` and ``suites``, ``bench`` speed.
 
 Errors caused by input (unknown suite or method, malformed suite file, missing data) print one line
 and exit with status 2; nothing is written.
@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kdbench.api.errors import GroupsCrashed, KDBenchError
 from kdbench.api.registry import get_method, method_names
+from kdbench.bench import BENCHES
 from kdbench.config.executor import OPTIONS as EXECUTOR_OPTIONS
 from kdbench.config.executor import executor_config
 from kdbench.config.suite import load_suite, suite_names
@@ -74,10 +75,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"kdbench: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="run a suite's matrix of (method, seed) cells")
     run.add_argument("suite", help="suite name (see `kdbench suites`) or path to a suite YAML file")
     run.add_argument("--methods", nargs="+", help="only these method labels or names")
@@ -98,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
             ex.add_argument(o.cli_flag, dest=o.name, type=o.type, help=o.help)
     run.set_defaults(func=_cmd_run)
 
+
+def _add_bench(sub) -> None:
+    """``kdbench bench NAME``, one subcommand per measurement in ``kdbench.bench.BENCHES``."""
+    bench = sub.add_parser("bench", help="measure the harness's speed and methods' costs (`kdbench bench --help`)",
+                           description="Measurements of the harness's speed and of methods' costs; "
+                                       "`kdbench bench NAME --help` shows one's options.")
+    names = bench.add_subparsers(dest="bench", required=True, metavar="NAME", title="measurements")
+    for name, module in BENCHES.items():
+        one = names.add_parser(name, help=module.SUMMARY, description=module.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(one)
+        one.set_defaults(func=module.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
     report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records")
     report.add_argument("suite", help="suite name: the records in RESULTS_DIR/SUITE/runs/ are read")
     report.add_argument("--results-dir", default="results", help="where the run records are (default: results)")
@@ -109,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.set_defaults(func=_cmd_methods)
     suites = sub.add_parser("suites", help="list the built-in suites")
     suites.set_defaults(func=_cmd_suites)
+    _add_bench(sub)
     return parser
 
 
