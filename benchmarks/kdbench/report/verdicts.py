@@ -129,3 +129,29 @@ def comparisons_table(comparisons: list[Comparison]) -> pd.DataFrame:
     """``comparisons.csv``: one row per comparison, unrounded."""
     return pd.DataFrame([c.__dict__ for c in comparisons],
                         columns=list(Comparison.__dataclass_fields__))
+
+
+def verdict_text(c: Comparison | None) -> str:
+    """The leaderboard's cell: ``better (p 0.012)``, ``not separated (p 0.31)``, ``not separated: 2 paired
+    seeds (…)``; p is Holm-adjusted."""
+    if c is None:
+        return "no paired seed"
+    if c.reason:
+        return f"{NOT_SEPARATED}: {c.reason}"
+    return f"{c.verdict} (p {c.p_adjusted:.3g})"
+
+
+def with_verdicts(summary: pd.DataFrame, comparisons: list[Comparison]) -> pd.DataFrame:
+    """The summary with rank_low/rank_high (the ranks the tests allow) and, per baseline, the verdict,
+    its cell text and the adjusted p."""
+    ranked = summary[summary["rank"].notna()]["label"].tolist()
+    ranges = rank_ranges(ranked, comparisons)
+    out = summary.copy()
+    out["rank_low"] = [ranges[x][0] if x in ranges else pd.NA for x in out["label"]]
+    out["rank_high"] = [ranges[x][1] if x in ranges else pd.NA for x in out["label"]]
+    for b in BASELINES:
+        found = [verdict_of(comparisons, x, b) if x != b else None for x in out["label"]]
+        out[f"verdict_vs_{b}"] = [c.verdict if c else "" for c in found]
+        out[f"verdict_text_vs_{b}"] = ["(baseline)" if x == b else verdict_text(c) for x, c in zip(out["label"], found)]
+        out[f"p_adjusted_vs_{b}"] = [c.p_adjusted if c else math.nan for c in found]
+    return out
