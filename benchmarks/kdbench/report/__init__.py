@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from kdbench.api.paths import check_writable_folder, plain_name, under
+from kdbench.report.combined import write_combined
 from kdbench.report.facts import suite_facts
 from kdbench.report.figures import draw_figures
 from kdbench.report.leaderboard import leaderboard_markdown
@@ -18,9 +21,25 @@ from kdbench.report.tables import final_by_seed, group_by_label, runs_table, sum
 from kdbench.report.verdicts import EFFECT, compare_family, comparisons_table, with_verdicts
 
 
+def build_reports(suites: list[str], results_dir: str | Path = "results", report_dir: str | Path = "report",
+                  effect: float = EFFECT) -> list[Path]:
+    """Every suite's report and, with more than one suite, ``<report_dir>/combined.md`` and ``combined.csv``
+    (one table across them); returns the leaderboards' paths, then combined.md's."""
+    built = [_suite_report(suite, results_dir, report_dir, effect) for suite in suites]
+    paths = [path for path, _ in built]
+    if len(suites) > 1:
+        paths.append(write_combined({suite: summary for suite, (_, summary) in zip(suites, built)}, Path(report_dir)))
+    return paths
+
+
 def build_report(suite: str, results_dir: str | Path = "results", report_dir: str | Path = "report",
                  effect: float = EFFECT) -> Path:
-    """Write ``<report_dir>/<suite>/`` (runs.csv, summary.csv, figures/, leaderboard.md); returns the leaderboard."""
+    """Write ``<report_dir>/<suite>/`` (runs.csv, summary.csv, comparisons.csv, figures/, leaderboard.md);
+    returns the leaderboard."""
+    return _suite_report(suite, results_dir, report_dir, effect)[0]
+
+
+def _suite_report(suite: str, results_dir: str | Path, report_dir: str | Path, effect: float) -> tuple[Path, pd.DataFrame]:
     plain_name(suite, "suite")
     loaded = load_runs(results_dir, suite)
     out = under(check_writable_folder(report_dir, "--report-dir"), suite)
@@ -36,4 +55,4 @@ def build_report(suite: str, results_dir: str | Path = "results", report_dir: st
     figures = draw_figures(loaded.records, summary, facts, out / "figures")
     path = out / "leaderboard.md"
     path.write_text(leaderboard_markdown(summary, facts, published, figures, loaded, out, comparisons, effect))
-    return path
+    return path, summary
