@@ -83,6 +83,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"kdbench: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_compare(sub) -> None:
+    comp = sub.add_parser("compare", help="is B a reproduction of A? per method B − A within ±MARGIN (exit 0) "
+                          "or not (exit 1); configuration differences named")
+    comp.add_argument("a", metavar="A", help="a results folder (holding SUITE/runs/), a suite's folder in one "
+                      "(holding runs/), a runs folder (holding *.json) or a report folder (holding runs.csv)")
+    comp.add_argument("b", metavar="B", help="the same, for the other side")
+    comp.add_argument("--margin", type=float, default=MARGIN,
+                      help=f"points: the largest difference that counts as the same (default: {MARGIN:g})")
+    comp.add_argument("--suite", help="which suite, where A or B holds several")
+    comp.set_defaults(func=_cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,15 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"difference at 80%% power (default: {EFFECT})")
     report.set_defaults(func=_cmd_report)
 
-    comp = sub.add_parser("compare", help="is B a reproduction of A? per method B − A within ±MARGIN (exit 0) "
-                          "or not (exit 1); configuration differences named")
-    comp.add_argument("a", metavar="A", help="a results folder (holding SUITE/runs/), a suite's folder in one "
-                      "(holding runs/), a runs folder (holding *.json) or a report folder (holding runs.csv)")
-    comp.add_argument("b", metavar="B", help="the same, for the other side")
-    comp.add_argument("--margin", type=float, default=MARGIN,
-                      help=f"points: the largest difference that counts as the same (default: {MARGIN:g})")
-    comp.add_argument("--suite", help="which suite, where A or B holds several")
-    comp.set_defaults(func=_cmd_compare)
+    _add_compare(sub)
 
     methods = sub.add_parser("methods", help="list registered method plugins with paper and defaults")
     methods.set_defaults(func=_cmd_methods)
