@@ -21,7 +21,9 @@ from kdbench.config.executor import OPTIONS as EXECUTOR_OPTIONS
 from kdbench.config.executor import executor_config
 from kdbench.config.suite import load_suite, suite_names
 from kdbench.execute.driver import run_suite
-from kdbench.report import build_report
+from kdbench.report import build_reports
+from kdbench.report.compare import MARGIN, compare
+from kdbench.report.verdicts import EFFECT
 from kdbench.run.request import RunRequest
 
 
@@ -42,8 +44,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    print(build_report(args.suite, args.results_dir, args.report_dir))
+    for path in build_reports(args.suites, args.results_dir, args.report_dir, args.effect):
+        print(path)
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    text, status = compare(args.a, args.b, args.margin, args.suite)
+    print(text, end="")
+    return status
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -73,6 +82,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"kdbench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_compare(sub) -> None:
+    comp = sub.add_parser("compare", help="is B a reproduction of A? per method B − A within ±MARGIN (exit 0) "
+                          "or not (exit 1); configuration differences named")
+    comp.add_argument("a", metavar="A", help="a results folder (holding SUITE/runs/), a suite's folder in one "
+                      "(holding runs/), a runs folder (holding *.json) or a report folder (holding runs.csv)")
+    comp.add_argument("b", metavar="B", help="the same, for the other side")
+    comp.add_argument("--margin", type=float, default=MARGIN,
+                      help=f"points: the largest difference that counts as the same (default: {MARGIN:g})")
+    comp.add_argument("--suite", help="which suite, where A or B holds several")
+    comp.set_defaults(func=_cmd_compare)
 
 
 def _add_run(sub) -> None:
@@ -114,12 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
-    report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records")
-    report.add_argument("suite", help="suite name: the records in RESULTS_DIR/SUITE/runs/ are read")
+    report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records; "
+                            "with several suites also combined.md and combined.csv, one table across them")
+    report.add_argument("suites", nargs="+", metavar="SUITE",
+                        help="suite name(s): the records in RESULTS_DIR/SUITE/runs/ are read")
     report.add_argument("--results-dir", default="results", help="where the run records are (default: results)")
     report.add_argument("--report-dir", default="report",
                         help="the report goes to REPORT_DIR/SUITE/ (default: report)")
+    report.add_argument("--effect", type=float, default=EFFECT,
+                        help=f"points: for a comparison not separated, the seeds needed to detect this "
+                             f"difference at 80%% power (default: {EFFECT})")
     report.set_defaults(func=_cmd_report)
+
+    _add_compare(sub)
 
     methods = sub.add_parser("methods", help="list registered method plugins with paper and defaults")
     methods.set_defaults(func=_cmd_methods)
