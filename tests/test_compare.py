@@ -3,7 +3,9 @@ budget difference is named, every kind of folder is read, and bad input is a one
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,22 @@ def test_two_copies_of_the_same_records_are_within_the_margin(capsys, tmp_path):
     assert code == 0, out
     assert "**Every method within ±1 points** (exit 0)." in out and "None: same budget" in out
     assert "Teacher test accuracy: A 90%, B 90%; B − A = +0.00" in out
+
+
+def test_a_copy_of_the_reference_is_a_reproduction_and_a_changed_seed_goes_to_the_test(capsys, tmp_path):
+    """The committed reference's 3 seeds spread too widely for a ±1 test to pass even against itself;
+    equal accuracies seed by seed are a reproduction all the same. Change one seed and the test decides."""
+    reference = Path(__file__).resolve().parents[1] / "report" / "reference" / "results" / "default"
+    shutil.copytree(reference / "runs", tmp_path / "b" / "runs")
+    code, out, _ = _compare(capsys, reference, tmp_path / "b")
+    assert code == 0, out
+    assert out.count("identical: every seed's accuracy equal") == 7
+    path = tmp_path / "b" / "runs" / "srrl__seed1.json"
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "final_acc": rec["final_acc"] + 0.01}))
+    code, out, _ = _compare(capsys, reference, tmp_path / "b")
+    srrl = next(line for line in out.splitlines() if line.startswith("| srrl"))
+    assert code == 1 and "not shown within ±1 (the data show ±2.2" in srrl, srrl
 
 
 def test_a_method_shifted_by_five_points_is_not(capsys, tmp_path):

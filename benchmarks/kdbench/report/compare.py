@@ -108,17 +108,23 @@ def config_differences(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _finals(runs: pd.DataFrame) -> dict[str, list[float]]:
+def _finals(runs: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """label -> {seed: final accuracy} over the ok runs."""
     ok = runs[(runs["status"] == "ok") & runs["final_acc"].notna()]
-    return {label: [float(x) for x in g["final_acc"]] for label, g in ok.groupby("label", sort=False)}
+    return {label: {int(s): float(x) for s, x in zip(g["seed"], g["final_acc"])}
+            for label, g in ok.groupby("label", sort=False)}
 
 
 def _f(x, sign: bool = False) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:+.2f}" if sign else f"{x:.2f}"
 
 
-def _method_row(label: str, a: list[float], b: list[float], margin: float) -> tuple[dict, bool]:
-    """The row of one method and whether it is within the margin."""
+def _method_row(label: str, by_seed_a: dict[int, float], by_seed_b: dict[int, float],
+                margin: float) -> tuple[dict, bool]:
+    """The row of one method and whether it is within the margin. The same seeds with the same
+    accuracy on both sides (a rerun on the same processor model and thread count, or a copy) are
+    a reproduction whatever their spread; otherwise the test decides."""
+    a, b = list(by_seed_a.values()), list(by_seed_b.values())
     ea, eb = estimate(a), estimate(b)
     row = {"method": label, "A mean (seeds)": f"{_f(ea.mean)} ({ea.n})", "B mean (seeds)": f"{_f(eb.mean)} ({eb.n})"}
     if not a or not b:
@@ -131,6 +137,8 @@ def _method_row(label: str, a: list[float], b: list[float], margin: float) -> tu
     shown = max(abs(low90), abs(high90))
     verdict = (f"within ±{margin:g}" if within else f"not shown within ±{margin:g} (2 seeds a side needed)"
                if math.isnan(p) else f"not shown within ±{margin:g} (the data show ±{shown:.2f})")
+    if by_seed_a == by_seed_b:
+        within, verdict = True, "identical: every seed's accuracy equal"
     return {**row, "B − A [95% CI]": f"{_f(w.diff, True)} [{_f(low, True)}, {_f(high, True)}]",
             "90% CI": f"[{_f(low90, True)}, {_f(high90, True)}]",
             "p (TOST)": "–" if math.isnan(p) else f"{p:.3g}", "verdict": verdict}, within
@@ -160,7 +168,7 @@ def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
     labels = list(fa) + [x for x in fb if x not in fa]
     rows, outside = [], []
     for label in labels:
-        row, within = _method_row(label, fa.get(label, []), fb.get(label, []), margin)
+        row, within = _method_row(label, fa.get(label, {}), fb.get(label, {}), margin)
         rows.append(row)
         if not within:
             outside.append(label)
@@ -174,7 +182,8 @@ def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
              f"B − A: difference of mean final-epoch accuracy (points) over each side's ok seeds, unpaired "
              f"(Welch's t; bits differ across machines). **within ±{margin:g}**: two one-sided tests at "
              f"α = {ALPHA:g} (TOST), i.e. the 90% interval lies inside ±{margin:g}; otherwise the margin the data "
-             "do show is given.", "", "## Teachers", "", *_teachers(a.runs, b.runs), "",
+             "do show is given. **identical**: the same seeds with the same accuracy on both sides, a reproduction "
+             "bit for bit whatever the spread.", "", "## Teachers", "", *_teachers(a.runs, b.runs), "",
              "## Configuration differences", ""]
     lines += [f"- {d}" for d in differences] or ["None: same budget, data, pair, method sources and hyperparameters."]
     lines += ["", result]
