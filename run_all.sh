@@ -2,7 +2,7 @@
 # kdbench's one entry point.
 #   ./run_all.sh                    set up, run the default suite (Fashion-MNIST, CPU-sized), then report on it
 #   ./run_all.sh test [ARGS]        set up, then run the test suite (ARGS go to pytest)
-#   ./run_all.sh COMMAND [ARGS]     set up, then `kdbench COMMAND ARGS` (run, report, methods, suites, --help)
+#   ./run_all.sh COMMAND [ARGS]     set up, then `kdbench COMMAND ARGS` (run, report, methods, suites, bench, --help)
 # Set-up: a .venv with the pinned torch/torchvision and the project, and Fashion-MNIST from Debian
 # when it is missing and this machine can install it. KDBENCH_PYTHON=/path/to/python skips the venv
 # and uses an interpreter that already has torch (a GPU machine with a preinstalled stack); nothing

@@ -108,7 +108,7 @@ class Env:
         return self.run("--methods", "acme_kd")
 
     def pair(self, change: Callable[[Path, dict], None]) -> list[str]:
-        """The user's own pair (README, "Your own pair and data") with ``change(folder, suite)``."""
+        """The user's own pair (docs/own-models-and-data.md) with ``change(folder, suite)``."""
         suite = pair_suite(self.tmp)
         change(self.tmp, suite)
         return self.run(suite=str(write_suite(self.tmp, suite)))

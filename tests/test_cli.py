@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from kdbench.bench import BENCHES
 from kdbench.data import datasets as D
 from kdbench.cli import main
+
+BENCH_NAMES = ["speed", "lockstep", "layout", "executors", "kernel-cost", "bregman-sweep"]
 
 
 def test_methods_filter_accepts_suite_labels(tmp_path, write_suite):
@@ -28,3 +33,57 @@ def test_methods_lists_every_plugin(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "vanilla_kd" in out and "T=4.0 (> 0), gamma=0.1 (≥ 0), alpha=0.9 (≥ 0)" in out and "student_ce" in out
+
+
+def exit_code(argv: list[str]) -> int:
+    """``main``'s status, or argparse's (it exits for --help and usage errors)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_bench_help_lists_the_six_with_one_line_each(capsys):
+    assert list(BENCHES) == BENCH_NAMES
+    assert exit_code(["bench", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    for name, module in BENCHES.items():
+        assert f"{name} {module.SUMMARY}" in out, name
+        assert "\n" not in module.SUMMARY and len(module.SUMMARY) < 110, name
+
+
+@pytest.mark.parametrize("name, option", [("speed", "--steps"), ("lockstep", "--rounds"), ("layout", "--iters"),
+                                          ("executors", "--workers"), ("kernel-cost", "--reps"),
+                                          ("bregman-sweep", "--ks")])
+def test_bench_name_help_shows_its_options(capsys, name, option):
+    assert exit_code(["bench", name, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: kdbench bench {name} ") and option in out and "python -m" not in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["bench"], "required: NAME"),
+    (["bench", "no-such-bench"], "invalid choice: 'no-such-bench'"),
+    (["bench", "speed", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["bench", "speed", "--steps", "0"], "argument --steps: must be at least 1, not 0"),
+    (["bench", "lockstep", "--rounds", "0"], "argument --rounds: must be at least 1, not 0"),
+    (["bench", "layout", "--iters", "many"], "argument --iters: 'many' is not a whole number"),
+    (["bench", "executors", "--workers", "0"], "argument --workers: must be at least 1"),
+    (["bench", "kernel-cost", "--batches", "8", "0"], "argument --batches: must be at least 1"),
+    (["bench", "bregman-sweep", "--ks", "0"], "argument --ks: must be at least 1"),
+    (["bench", "speed", "--loader-workers", "-1"], "argument --loader-workers: must be at least 0"),
+])
+def test_bench_usage_errors_are_one_line_exit_2(capsys, argv, fragment):
+    assert exit_code(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdbench: error:") and fragment in lines[0], captured.err
+    assert captured.out == ""
+
+
+def test_a_bench_error_is_one_line_exit_2(capsys, tmp_path):
+    """Input argparse cannot check (here an unknown suite) is a KDBenchError that main prints."""
+    assert main(["bench", "lockstep", "--suite", "no-such-suite", "--results-dir", str(tmp_path / "r")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdbench: error:") and "no-such-suite" in lines[0]
+    assert not (tmp_path / "r").exists()

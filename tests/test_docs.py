@@ -33,29 +33,46 @@ def test_nothing_outside_docs_cites_the_external_specification():
     assert offenders == []
 
 
-def _section(title: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index(f"## {title}\n")
-    return readme[start:readme.index("\n## ", start + 1)]
+DOCS = ROOT / "docs"
+OWN = DOCS / "own-models-and-data.md"
 
 
-def test_the_readme_taps_table_is_what_the_methods_read():
-    rows = re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \| ([^|]+) \|$", _section("Your own pair and data"), flags=re.M)
+def _section(path: Path, title: str) -> str:
+    """The text of ``path``'s section ``## title``, up to the next section of that level."""
+    text = path.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_the_taps_table_is_what_the_methods_read():
+    rows = re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \| ([^|]+) \|$", _section(OWN, "Taps"), flags=re.M)
     assert sorted(name for name, _, _ in rows) == method_names()
     for name, student, teacher in rows:
         cls = get_method(name)
         for cell, taps in zip((student, teacher), cls.taps_needed(dict(cls.defaults))):
             named = set(re.findall(r"[a-z]+", cell.split(";")[0].split("(")[0])) - {"none"}
-            assert named == set(taps), f"README says {name} reads {sorted(named)}, it reads {sorted(taps)}"
+            assert named == set(taps), f"{OWN.name} says {name} reads {sorted(named)}, it reads {sorted(taps)}"
+
+
+def test_the_readme_methods_table_lists_every_builtin_plugin():
+    rows = re.findall(r"^\| `([a-z_0-9]+)`(?: \(reconstructed\))? \| ", _section(ROOT / "README.md", "Methods"), flags=re.M)
+    builtin = [n for n in method_names() if get_method(n).__module__.startswith("kdbench.methods.")]
+    assert sorted(rows) == sorted(builtin)
+    for name in rows:
+        flagged = f"`{name}` (reconstructed)" in (ROOT / "README.md").read_text()
+        assert flagged == bool(get_method(name).reconstructed), name
 
 
 def test_the_worked_example_runs_as_written(tmp_path):
-    """The README's example, from an empty folder, with the `kdbench` this interpreter runs."""
+    """The example of docs/own-models-and-data.md, from an empty folder, with the `kdbench` this
+    interpreter runs. It is the page's only bash block, so what a reader copies is what runs."""
     import os
     import subprocess
     import sys
 
-    (script,) = re.findall(r"```bash\n(.*?)```", _section("Your own pair and data"), flags=re.S)
+    (script,) = re.findall(r"```bash\n(.*?)```", OWN.read_text(), flags=re.S)
+    assert script in _section(OWN, "A worked example")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, line in (("python", f'exec {sys.executable} "$@"'), ("kdbench", f'exec {sys.executable} -m kdbench "$@"')):
@@ -69,3 +86,108 @@ def test_the_worked_example_runs_as_written(tmp_path):
     assert "14 runs in results/my-pair/runs: 14 ok, 0 not ok" in out.stdout
     board = (work / "report" / "my-pair" / "leaderboard.md").read_text()
     assert "torchvision:resnet18 → my_models:tiny_cnn" in board and "came from the checkpoint" in board
+
+
+# ------------------------------------------------------------------------------ documentation links
+#
+# The convention for pointing at the documentation from code (comments, docstrings, messages):
+#     docs/<page>.md                  the page
+#     docs/<page>.md, "Heading"       a section of it: the heading's text, at any level, as written
+#                                     (backticks dropped)
+# Markdown pages link each other as [text](FILE.md) or [text](FILE.md#anchor), anchors as GitHub
+# makes them. Code no longer points at README sections: the README is a front page.
+
+CODE_LINK = re.compile(r'docs/([A-Za-z0-9_.-]+?\.md)(?:, "([^"\n]+)")?')
+MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+OLD_README_POINTER = re.compile(r"""README(?:'s)?,? ["']""")
+
+
+def headings(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # a comment in a code block is no heading
+    return [h.replace("`", "").strip() for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)]
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def code_link_problems(text: str, docs: Path = DOCS) -> list[str]:
+    """The links in ``text`` (code) to a page of ``docs`` that is missing or to a heading it lacks."""
+    problems = []
+    for page, section in CODE_LINK.findall(text):
+        path = docs / page
+        if not path.is_file():
+            problems.append(f"docs/{page}: no such page")
+        elif section and section not in headings(path):
+            problems.append(f'docs/{page}, "{section}": no such heading')
+    problems += [f"points at a README section: ...{m.group(0)}..." for m in OLD_README_POINTER.finditer(text)]
+    return problems
+
+
+def markdown_link_problems(path: Path) -> list[str]:
+    """Relative links of a markdown page that lead nowhere: a missing file, or a missing anchor."""
+    problems = []
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    for target in MD_LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        file, _, frag = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            problems.append(f"{path.name}: ({target}) leads nowhere")
+        elif frag and frag not in {anchor(h) for h in headings(dest)}:
+            problems.append(f"{path.name}: ({target}) has no such anchor")
+    return problems
+
+
+def _code_files(tops=("benchmarks", "tests")) -> list[Path]:
+    files = [p for top in tops for p in (ROOT / top).rglob("*")
+             if p.is_file() and p.suffix in {".py", ".yaml", ".csv", ".sh", ".toml"}
+             and "__pycache__" not in p.parts and not p.is_symlink()
+             and not any(q.is_symlink() for q in p.parents)]
+    return files + ([ROOT / "pyproject.toml", ROOT / "run_all.sh"] if "benchmarks" in tops else [])
+
+
+def test_every_documentation_link_in_code_resolves():
+    found = {str(p.relative_to(ROOT)): code_link_problems(p.read_text()) for p in _code_files()}
+    assert {k: v for k, v in found.items() if v} == {}
+    linked = sum(len(CODE_LINK.findall(p.read_text())) for p in _code_files())
+    assert linked >= 10, "the scan found almost no links: is it looking in the right place?"
+
+
+def test_the_builtin_plugins_link_pages_that_exist():
+    """The plugins' pointers, page by page only: their bytes are in every record's config hash, so
+    their wording is kept as it is (bregman_pca's "Choice of k" names a paragraph, not a heading)."""
+    for p in _code_files(("methods",)):
+        for page, _ in CODE_LINK.findall(p.read_text()):
+            assert (DOCS / page).is_file(), f"{p.name} links docs/{page}, which does not exist"
+
+
+def test_every_link_between_the_pages_resolves():
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    assert [p for page in pages for p in markdown_link_problems(page)] == []
+
+
+def test_the_readme_is_a_front_page_linking_every_docs_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 220, "README.md is a front page: at most 220 lines, the rest in docs/"
+    linked = set(re.findall(r"\]\(docs/([^)#\s]+)", readme))
+    assert sorted(p.name for p in DOCS.glob("*.md") if p.name not in linked) == []
+
+
+def test_the_link_checks_catch_what_they_look_for(tmp_path):
+    """The checks on made-up pages and text, so they can fail (the names are spelled apart, so this
+    file's own scan does not trip on them)."""
+    (tmp_path / "a.md").write_text("# A page\n\n## Some `code` here\n\n[b](b.md) [gone](c.md) [x](#some-code-here) "
+                                   "[y](#nope) [z](b.md#elsewhere)\n\n```\n# not a heading\n```\n")
+    (tmp_path / "b.md").write_text("# B\n\n## Elsewhere, too\n")
+    assert headings(tmp_path / "a.md") == ["A page", "Some code here"]
+    assert anchor("Elsewhere, too") == "elsewhere-too"
+    assert markdown_link_problems(tmp_path / "a.md") == [
+        "a.md: (c.md) leads nowhere", "a.md: (#nope) has no such anchor", "a.md: (b.md#elsewhere) has no such anchor"]
+    d, readme = "docs" + "/", "READ" + "ME"
+    text = f'see {d}a.md, "Some code here"; {d}b.md; {d}c.md; {d}a.md, "No such"; {readme}, "Speed"'
+    assert code_link_problems(text, tmp_path) == [
+        f"{d}c.md: no such page", f'{d}a.md, "No such": no such heading',
+        f'points at a {readme} section: ...{readme}, "...']

@@ -201,10 +201,9 @@ def test_tampered_teacher_checkpoint_is_an_error(needs_fashion_mnist, write_suit
 
 
 def test_lockstep_speed_benchmark_prints_its_ratios_and_splits(needs_fashion_mnist, write_suite, tmp_path, capsys):
-    from kdbench.bench.lockstep import main as speed
-
     path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"], **SMALL)
-    assert speed(["--suite", str(path), "--rounds", "1", "--epochs", "1", "--results-dir", str(tmp_path)]) == 0
+    argv = ["--suite", str(path), "--rounds", "1", "--epochs", "1", "--results-dir", str(tmp_path)]
+    assert main(["bench", "lockstep", *argv]) == 0
     out = capsys.readouterr().out
     assert "median ratio over 1 round(s):" in out
     assert "| vanilla_kd |" in out and "| student_ce |" in out

@@ -20,8 +20,8 @@ def test_pair_taps_line_up():
 
 
 def test_layout_speed_benchmark_prints_its_three_ratios(capsys):
-    from kdbench.bench.layout import main
+    from kdbench.cli import main
 
-    assert main(["--rounds", "2", "--iters", "1"]) == 0
+    assert main(["bench", "layout", "--rounds", "2", "--iters", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("×") == 3 and "teacher forward, batch 128: NCHW" in out

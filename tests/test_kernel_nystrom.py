@@ -195,8 +195,8 @@ def test_state_round_trip_mid_epoch_gives_the_same_centres():
 
 
 def test_kernel_cost_benchmark_runs_the_plugin_through_its_api(capsys):
-    from kdbench.bench.kernel_cost import main
+    from kdbench.cli import main
 
-    assert main(["--batches", "8", "16", "32", "--reps", "1"]) == 0
+    assert main(["bench", "kernel-cost", "--batches", "8", "16", "32", "--reps", "1"]) == 0
     out = capsys.readouterr().out
     assert "nyström L=10 ms" in out and out.count("time ∝ B^k") == 2

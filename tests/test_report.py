@@ -134,22 +134,40 @@ def test_summary_statistics_by_hand(report):
     assert s.loc["boom", "seeds_ok"] == 0 and pd.isna(s.loc["boom", "rank"])
 
 
+def markdown_tables(md: str) -> dict[str, dict[str, list[str]]]:
+    """Each table of a markdown page under the heading above it (the first: "main"), as
+    {heading: {method cell: the row's cells}}."""
+    tables, heading = {}, "main"
+    for line in md.splitlines():
+        if line.startswith("## "):
+            heading = line[3:]
+        elif line.startswith("| ") and not line.startswith("|:"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            tables.setdefault(heading, {}).setdefault("_header", cells) if not tables.get(heading) else None
+            tables[heading].setdefault(cells[1], cells)
+    return tables
+
+
 def test_leaderboard_rows_and_notes(report):
     path, _ = report
     md = path.read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ")][1:]
-    rows = {line.split("|")[2].strip(): line for line in table}
-    assert [(line.split("|")[1].strip(), line.split("|")[2].strip()) for line in table] == [
-        ("–", "teacher: fmnist_teacher"), ("1", "srrl"), ("2", "vanilla_kd"), ("3", "kd_layer (reconstructed)"),
-        ("4", "student_ce"), ("–", "boom")]
-    layer = rows["kd_layer (reconstructed)"]
-    assert "82.00 ± 1.00" in layer and "+1.00 [-1.48, +3.48]" in layer and "2.5/3" in layer
-    assert "-1.00 [-5.30, +3.30]" in layer and "1/3" in layer
-    assert "83.00 ± 2.00" in rows["vanilla_kd"] and "[78.03, 87.97]" in rows["vanilla_kd"]
+    t = markdown_tables(md)
+    main_rows, details = t["main"], t["Details"]
+    assert len(main_rows["_header"]) <= 8
+    assert [(cells[0], name) for name, cells in main_rows.items() if name != "method"] == [
+        ("rank", "_header"), ("–", "teacher: fmnist_teacher"), ("1–4", "srrl"), ("1–4", "vanilla_kd"),
+        ("1–4", "kd_layer (reconstructed)"), ("1–4", "student_ce"), ("–", "boom")]
+    layer = " | ".join(main_rows["kd_layer (reconstructed)"])
+    assert "82.00 [79.52, 84.48]" in layer and "+1.00 [-1.48, +3.48]" in layer and "not separated (p " in layer
+    assert "not separated: 2 paired seeds (a test needs 3)" in " | ".join(main_rows["srrl"])
+    layer = " | ".join(details["kd_layer (reconstructed)"])
+    assert "82.00 ± 1.00" in layer and "2.5/3" in layer and "-1.00 [-5.30, +3.30]" in layer and "1/3" in layer
+    rows = {name: " | ".join(cells) for name, cells in details.items()}
+    assert "83.00 [78.03, 87.97]" in " | ".join(main_rows["vanilla_kd"])
     assert "(baseline)" in rows["vanilla_kd"]
-    assert "2/3" in rows["srrl"] and "seed 2 diverged: non-finite loss at epoch 2" in rows["srrl"]
+    assert "2/3" in " | ".join(main_rows["srrl"]) and "seed 2 diverged: non-finite loss at epoch 2" in rows["srrl"]
     boom = rows["boom"]  # all failed: a row with its status, no rank, the pipe escaped
-    assert "0/2" in boom and r"seeds 0, 1 failed: RuntimeError: boom \| in epoch 2" in boom
+    assert "0/2" in " | ".join(main_rows["boom"]) and r"seeds 0, 1 failed: RuntimeError: boom \| in epoch 2" in boom
     assert rows["teacher: fmnist_teacher"].count("90.00") == 1 and "sha256 abababababab" in md
     assert "## Runs that did not finish ok" in md and "`boom` seed 1: **failed**" in md
     assert "final-epoch accuracy ranks; best epoch is shown but never used for ranking" in md

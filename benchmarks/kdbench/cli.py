@@ -1,4 +1,4 @@
-"""The ``kdbench`` command line: ``run`` a suite, ``report`` on its records, list ``methods`` and ``suites``.
+"""The ``kdbench`` command line: ``run`` a suite, ``report`` on it, list ``methods`` and ``suites``, ``bench`` speed.
 
 Errors caused by input (unknown suite or method, malformed suite file, missing data) print one line
 and exit with status 2; nothing is written.
@@ -16,11 +16,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kdbench.api.errors import GroupsCrashed, KDBenchError
 from kdbench.api.registry import get_method, method_names
+from kdbench.bench import BENCHES
 from kdbench.config.executor import OPTIONS as EXECUTOR_OPTIONS
 from kdbench.config.executor import executor_config
 from kdbench.config.suite import load_suite, suite_names
 from kdbench.execute.driver import run_suite
-from kdbench.report import build_report
+from kdbench.report import build_reports
+from kdbench.report.compare import MARGIN, compare
+from kdbench.report.verdicts import EFFECT
 from kdbench.run.request import RunRequest
 
 
@@ -41,8 +44,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    print(build_report(args.suite, args.results_dir, args.report_dir))
+    for path in build_reports(args.suites, args.results_dir, args.report_dir, args.effect):
+        print(path)
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    text, status = compare(args.a, args.b, args.margin, args.suite)
+    print(text, end="")
+    return status
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -75,10 +85,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"kdbench: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_compare(sub) -> None:
+    comp = sub.add_parser("compare", help="is B a reproduction of A? per method B − A within ±MARGIN (exit 0) "
+                          "or not (exit 1); configuration differences named")
+    comp.add_argument("a", metavar="A", help="a results folder (holding SUITE/runs/), a suite's folder in one "
+                      "(holding runs/), a runs folder (holding *.json) or a report folder (holding runs.csv)")
+    comp.add_argument("b", metavar="B", help="the same, for the other side")
+    comp.add_argument("--margin", type=float, default=MARGIN,
+                      help=f"points: the largest difference that counts as the same (default: {MARGIN:g})")
+    comp.add_argument("--suite", help="which suite, where A or B holds several")
+    comp.set_defaults(func=_cmd_compare)
 
+
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="run a suite's matrix of (method, seed) cells")
     run.add_argument("suite", help="suite name (see `kdbench suites`) or path to a suite YAML file")
     run.add_argument("--methods", nargs="+", help="only these method labels or names")
@@ -93,25 +112,51 @@ def build_parser() -> argparse.ArgumentParser:
                           "cells together; same records, for comparison and debugging")
     run.add_argument("--max-group", type=int, metavar="N",
                      help="at most N cells train in one lockstep group (memory on large pairs; default: a seed's all)")
-    ex = run.add_argument_group("executors", "where the groups run (default: here); see README, "
-                                "'Running on a cluster'. A suite's executor: section sets these too")
+    ex = run.add_argument_group("executors", "where the groups run (default: here); see docs/cluster.md. "
+                                "A suite's executor: section sets these too")
     ex.add_argument("--executor", metavar="KIND", help="local (default), processes[:N], slurm, slurm-local, ray")
     for o in EXECUTOR_OPTIONS:
         if o.cli_flag:
             ex.add_argument(o.cli_flag, dest=o.name, type=o.type, help=o.help)
     run.set_defaults(func=_cmd_run)
 
-    report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records")
-    report.add_argument("suite", help="suite name: the records in RESULTS_DIR/SUITE/runs/ are read")
+
+def _add_bench(sub) -> None:
+    """``kdbench bench NAME``, one subcommand per measurement in ``kdbench.bench.BENCHES``."""
+    bench = sub.add_parser("bench", help="measure the harness's speed and methods' costs (`kdbench bench --help`)",
+                           description="Measurements of the harness's speed and of methods' costs; "
+                                       "`kdbench bench NAME --help` shows one's options.")
+    names = bench.add_subparsers(dest="bench", required=True, metavar="NAME", title="measurements")
+    for name, module in BENCHES.items():
+        one = names.add_parser(name, help=module.SUMMARY, description=module.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(one)
+        one.set_defaults(func=module.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    report = sub.add_parser("report", help="CSVs, figures and a markdown leaderboard from a suite's run records; "
+                            "with several suites also combined.md and combined.csv, one table across them")
+    report.add_argument("suites", nargs="+", metavar="SUITE",
+                        help="suite name(s): the records in RESULTS_DIR/SUITE/runs/ are read")
     report.add_argument("--results-dir", default="results", help="where the run records are (default: results)")
     report.add_argument("--report-dir", default="report",
                         help="the report goes to REPORT_DIR/SUITE/ (default: report)")
+    report.add_argument("--effect", type=float, default=EFFECT,
+                        help=f"points: for a comparison not separated, the seeds needed to detect this "
+                             f"difference at 80%% power (default: {EFFECT})")
     report.set_defaults(func=_cmd_report)
+
+    _add_compare(sub)
 
     methods = sub.add_parser("methods", help="list registered method plugins with paper and defaults")
     methods.set_defaults(func=_cmd_methods)
     suites = sub.add_parser("suites", help="list the built-in suites")
     suites.set_defaults(func=_cmd_suites)
+    _add_bench(sub)
     return parser
 
 

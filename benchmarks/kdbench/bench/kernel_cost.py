@@ -15,7 +15,7 @@ tensors the step allocates beyond its inputs, ∂L/∂F_s (B·d_s) plus three ma
 size (student matrix, teacher matrix, the Huber term or its gradient), i.e. 4·(B·d_s + 3·B·N) bytes
 with N = B or L. On CUDA the measured peak allocated beyond the inputs is printed beside it.
 
-    python -m kdbench.bench.kernel_cost [--device cpu|cuda] [--threads 1] [--reps 5]
+Run as ``kdbench bench kernel-cost``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kdbench.train.environment import peak_memory, reset_peak_memory, resolve_device
 from kdbench.api.method import MethodContext, Task, TrainingProgress
-from kdbench.api.tapped import Taps, TapShapes
 from kdbench.api.registry import get_method, resolve_hyperparameters
+from kdbench.api.tapped import Taps, TapShapes
+from kdbench.bench.common import count
+from kdbench.train.environment import peak_memory, reset_peak_memory, resolve_device
+
+SUMMARY = "forward+backward time and memory of the full B×B kernel loss against kernel_nystrom's B×L"
 
 BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)
 WIDTHS = {"default pair (fmnist)": (32, 128), "CIFAR-like (resnet8x4/32x4)": (256, 256)}
@@ -102,46 +105,50 @@ def analytic_mib(b: int, d_s: int, n: int) -> float:
     return 4 * (b * d_s + 3 * b * n) / MIB
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdbench.bench.kernel_cost", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per cell (default 5)")
-    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=count, default=1, help="CPU threads (default 1)")
+    parser.add_argument("--reps", type=count, default=5, help="timed repetitions per cell (default 5)")
+    parser.add_argument("--batches", type=count, nargs="+", default=list(BATCHES),
+                        help=f"batch sizes B (default {' '.join(map(str, BATCHES))})")
+
+
+def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     print(f"device {device}, {torch.get_num_threads()} thread(s), median of {args.reps}, forward+backward")
     print("memory: analytic 4·(B·d_s + 3·B·N) bytes" + (" | measured CUDA peak beyond inputs" if cuda else ""))
-    cols = ["full B×B"] + [f"nyström L={n}" for n in LANDMARKS]
     for label, (d_s, d_t) in WIDTHS.items():
         print(f"\n{label}: d_s={d_s}, d_t={d_t}")
-        header = f"{'B':>5} | " + " | ".join(f"{c + ' ms':>16} {'MiB':>8}" + (f" {'cuda':>8}" if cuda else "")
-                                            for c in cols)
-        print(header)
-        print("-" * len(header))
-        steps = [full_kernel_step] + [nystrom_step_fn(d_s, d_t, n, device) for n in LANDMARKS]
-        sizes = [None, *LANDMARKS]
-        seconds: dict[int, list[float]] = {}
-        for b in args.batches:
-            s = torch.rand(b, d_s, device=device, requires_grad=True)
-            t = torch.rand(b, d_t, device=device)
-            row = []
-            for step, n in zip(steps, sizes):
-                inputs = (s, t) if n is None else (s, t, torch.arange(b, device=device) % n,
-                                                   torch.zeros(b, n, device=device))
-                sec, cuda_mib = measure(step, inputs, args.reps, device)
-                seconds.setdefault(b, []).append(sec)
-                cell = f"{sec * 1e3:>16.2f} {analytic_mib(b, d_s, n or b):>8.2f}"
-                row.append(cell + (f" {cuda_mib:>8.2f}" if cuda else ""))
-            print(f"{b:>5} | " + " | ".join(row))
-        lo, hi = args.batches[-3] if len(args.batches) >= 3 else args.batches[0], args.batches[-1]
-        growth = [math.log(seconds[hi][i] / seconds[lo][i]) / math.log(hi / lo) for i in range(len(cols))]
-        print(f"time ∝ B^k for B {lo}→{hi}: " + ", ".join(f"{c} k={k:.2f}" for c, k in zip(cols, growth)))
+        width_table(d_s, d_t, sorted(set(args.batches)), args.reps, device)
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def width_table(d_s: int, d_t: int, batches: list[int], reps: int, device: torch.device) -> None:
+    """One feature width's table: a row a batch size, a column a loss, then how time grows with B."""
+    cuda = device.type == "cuda"
+    cols = ["full B×B"] + [f"nyström L={n}" for n in LANDMARKS]
+    header = f"{'B':>5} | " + " | ".join(f"{c + ' ms':>16} {'MiB':>8}" + (f" {'cuda':>8}" if cuda else "")
+                                        for c in cols)
+    print(header)
+    print("-" * len(header))
+    steps = [full_kernel_step] + [nystrom_step_fn(d_s, d_t, n, device) for n in LANDMARKS]
+    seconds: dict[int, list[float]] = {}
+    for b in batches:
+        s = torch.rand(b, d_s, device=device, requires_grad=True)
+        t = torch.rand(b, d_t, device=device)
+        row = []
+        for step, n in zip(steps, [None, *LANDMARKS]):
+            inputs = (s, t) if n is None else (s, t, torch.arange(b, device=device) % n,
+                                               torch.zeros(b, n, device=device))
+            sec, cuda_mib = measure(step, inputs, reps, device)
+            seconds.setdefault(b, []).append(sec)
+            cell = f"{sec * 1e3:>16.2f} {analytic_mib(b, d_s, n or b):>8.2f}"
+            row.append(cell + (f" {cuda_mib:>8.2f}" if cuda else ""))
+        print(f"{b:>5} | " + " | ".join(row))
+    lo, hi = batches[-3] if len(batches) >= 3 else batches[0], batches[-1]
+    if hi > lo:  # one batch size: no growth to fit
+        growth = [math.log(seconds[hi][i] / seconds[lo][i]) / math.log(hi / lo) for i in range(len(cols))]
+        print(f"time ∝ B^k for B {lo}→{hi}: " + ", ".join(f"{c} k={k:.2f}" for c, k in zip(cols, growth)))

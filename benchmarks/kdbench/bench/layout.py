@@ -1,20 +1,21 @@
 """Channels-last against the default NCHW layout, on the default pair: the teacher's forward pass, a
 student's KD training step and a student's evaluation, in interleaved rounds (medians, ratios).
 
-    python -m kdbench.bench.layout [--rounds 6] [--iters 20]
+Run as ``kdbench bench layout``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from kdbench.bench.common import add_rounds, alternating, count, median_ratio
 from kdbench.models import build_model, to_device
+
+SUMMARY = "channels-last against NCHW on the default pair: teacher forward, KD step, evaluation"
 
 PHASES = {"teacher": "teacher forward, batch 128", "step": "student KD step, batch 128",
           "eval": "student eval, batch 256"}
@@ -57,23 +58,20 @@ def round_times(setup, iters: int) -> dict[str, float]:
     return {"teacher": t, "step": timed(step, iters), "eval": e}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdbench.bench.layout", description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--iters", type=int, default=20)
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_rounds(parser, 6, "both layouts")
+    parser.add_argument("--iters", type=count, default=20, help="timed calls of each phase a round (default 20)")
+
+
+def run(args: argparse.Namespace) -> int:
     setups = {cl: models(cl) for cl in (False, True)}
     times: dict[bool, dict[str, list[float]]] = {cl: {p: [] for p in PHASES} for cl in setups}
-    for r in range(args.rounds):
-        for cl in ((False, True) if r % 2 == 0 else (True, False)):
-            for phase, sec in round_times(setups[cl], args.iters).items():
+    for result in alternating(args.rounds, lambda cl: round_times(setups[cl], args.iters), False, True):
+        for cl, phases in result.items():
+            for phase, sec in phases.items():
                 times[cl][phase].append(sec)
     print(f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds of {args.iters}")
     for phase, label in PHASES.items():
-        a, b = statistics.median(times[False][phase]), statistics.median(times[True][phase])
-        print(f"{label}: NCHW {a * 1e3:.2f} ms, channels-last {b * 1e3:.2f} ms, {a / b:.2f}×")
+        a, b, ratio = median_ratio(times[False][phase], times[True][phase])
+        print(f"{label}: NCHW {a * 1e3:.2f} ms, channels-last {b * 1e3:.2f} ms, {ratio:.2f}×")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,37 +10,37 @@ with per-sample crop and flip, the teacher and student in their default layout, 
 every step. Each measurement follows an untimed warm-up (compilation, cuDNN's search); on CUDA it
 is timed with CUDA events.
 
-    python -m kdbench.bench.speed [--suite cifar100-crd] [--device auto] [--batch N] [--steps 50]
-                            [--warmup 10] [--variants fp32 bf16 compiled] [--loader-workers N]
+Run as ``kdbench bench speed``; how to read its table: docs/speed.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import os
-import sys
-import itertools
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from kdbench.train.cell import CellRun, SharedRun
+from kdbench.api.errors import ConfigError, KDBenchError
+from kdbench.bench.common import add_suite, at_least, count, markdown_table, scratch_results, with_train
+from kdbench.config.fast_path import FastPath
 from kdbench.config.suite import load_suite
 from kdbench.data.datasets import DATASETS, Dataset, DatasetSpec, Split
-from kdbench.train.environment import resolve_device, set_determinism
-from kdbench.api.errors import KDBenchError
-from kdbench.config.fast_path import FastPath
-from kdbench.train.fast_path import compile_forward
 from kdbench.models import to_device
-from kdbench.run.plan import plan
 from kdbench.models.pair import build_student, build_teacher
+from kdbench.run.plan import plan
+from kdbench.train.cell import CellRun, SharedRun
+from kdbench.train.environment import resolve_device, set_determinism
+from kdbench.train.fast_path import compile_forward
+from kdbench.train.loop import train_epoch
 from kdbench.train.teacher import Teacher, TeacherInfo, freeze
 from kdbench.train.timing import Timer
-from kdbench.train.loop import train_epoch
+
+SUMMARY = "ms/step and img/s of a suite's pair (fp32, bf16, compiled) against a plain PyTorch loop"
 
 VARIANTS = {
     "fp32": FastPath(),
@@ -78,7 +78,7 @@ def frozen_teacher(suite, spec: DatasetSpec, device: torch.device, fast: FastPat
 
 def harness_step_s(suite, spec, labels, device, fast, batch, steps, warmup, folder: Path) -> float:
     """Seconds per step of ``labels`` trained together by the harness (one teacher pass a step)."""
-    suite = dataclasses.replace(suite, fast_path=fast, train=dataclasses.replace(suite.train, batch_size=batch))
+    suite = dataclasses.replace(with_train(suite, batch_size=batch), fast_path=fast)
     deterministic = set_determinism(device, fast.deterministic)
     timed = Dataset(spec, synthetic(spec, steps * batch, device, 1), synthetic(spec, batch, device, 2), "synthetic", "0" * 64)
     warm = dataclasses.replace(timed, train=synthetic(spec, warmup * batch, device, 3))
@@ -157,65 +157,59 @@ def plain_step_s(suite, spec, device, batch, steps, warmup, workers: int) -> flo
     return clock.seconds() / steps
 
 
-def table(rows: list[tuple], spec: DatasetSpec, batch: int, n_train: int) -> str:
+def table(rows: list[tuple], batch: int, n_train: int) -> str:
     steps_per_epoch = math.ceil(n_train / batch)
-    out = [f"| variant | run | cells | ms/step | img/s (all cells) | s/epoch ({n_train:,} images) |",
-           "|---|---|---|---|---|---|"]
-    for variant, run, cells, step_s in rows:
-        out.append(f"| {variant} | {run} | {cells} | {1000 * step_s:.2f} | {cells * batch / step_s:,.0f} "
-                   f"| {step_s * steps_per_epoch:.1f} |")
-    return "\n".join(out)
+    header = ["variant", "run", "cells", "ms/step", "img/s (all cells)", f"s/epoch ({n_train:,} images)"]
+    return markdown_table(header, [[variant, run, cells, f"{1000 * step_s:.2f}", f"{cells * batch / step_s:,.0f}",
+                                    f"{step_s * steps_per_epoch:.1f}"] for variant, run, cells, step_s in rows])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdbench.bench.speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--suite", default="cifar100-crd", help="its pair, dataset shape, batch and methods")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch", type=int, default=None, help="default: the suite's")
-    parser.add_argument("--steps", type=int, default=50, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps before each measurement")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_suite(parser, "cifar100-crd", ": its pair, dataset shape, batch and methods")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N]")
+    parser.add_argument("--batch", type=count, default=None, help="default: the suite's")
+    parser.add_argument("--steps", type=count, default=50, help="timed steps per measurement (default 50)")
+    parser.add_argument("--warmup", type=count, default=10, help="untimed steps before each measurement (default 10)")
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "compiled"], choices=sorted(VARIANTS))
     parser.add_argument("--methods", nargs="+", default=None, help="the lockstep group (default: the suite's)")
-    parser.add_argument("--loader-workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--loader-workers", type=at_least(0), default=min(8, os.cpu_count() or 1),
                         help="the plain loop's DataLoader workers (RepDistiller uses 8)")
-    args = parser.parse_args(argv)
-    try:
-        if min(args.steps, args.warmup) < 1:
-            raise KDBenchError("--steps and --warmup must be at least 1")
-        suite = load_suite(args.suite)
-        if not isinstance(suite.dataset, str):
-            raise KDBenchError("the speed benchmark takes a suite on a built-in dataset (it needs only its shape)")
-        spec, device = DATASETS[suite.dataset], resolve_device(args.device)
-        batch = args.batch or suite.train.batch_size
-        labels = args.methods or [e.label for e in suite.methods]
-        print(f"suite {suite.name}: {suite.teacher.model} -> {suite.student_model}, {spec.name} shape "
-              f"{spec.in_channels}×{spec.image_size}×{spec.image_size}, batch {batch}, {args.steps} timed steps "
-              f"after {args.warmup}, device {device}, {torch.get_num_threads()} threads", flush=True)
-        rows = []
-        with tempfile.TemporaryDirectory(prefix="kdbench-speed-") as tmp:
-            for variant in args.variants:
-                fast = VARIANTS[variant]
-                for run, chosen in (("student alone", ["student_ce"]), ("vanilla_kd alone", ["vanilla_kd"]),
-                                    ("lockstep, all methods" if not args.methods else "lockstep", labels)):
-                    step_s = harness_step_s(suite, spec, chosen, device, fast, batch, args.steps, args.warmup,
-                                            Path(tmp) / variant)
-                    rows.append((variant, run, len(chosen), step_s))
-                    print(f"  {variant:>13} {run:<22} {1000 * step_s:8.2f} ms/step", flush=True)
-            plain = plain_step_s(suite, spec, device, batch, args.steps, args.warmup, args.loader_workers)
-            rows.append(("fp32", f"plain loop, vanilla KD ({args.loader_workers} loader workers)", 1, plain))
-    except KDBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def harness_rows(args, suite, spec, device, batch: int, labels: list[str]) -> list[tuple]:
+    """(variant, run, cells, seconds a step) for each variant's three harness runs."""
+    lockstep = "lockstep, all methods" if not args.methods else "lockstep"
+    rows = []
+    with scratch_results() as tmp:
+        for variant in args.variants:
+            for run_name, chosen in (("student alone", ["student_ce"]), ("vanilla_kd alone", ["vanilla_kd"]),
+                                     (lockstep, labels)):
+                step_s = harness_step_s(suite, spec, chosen, device, VARIANTS[variant], batch, args.steps,
+                                        args.warmup, tmp / variant)
+                rows.append((variant, run_name, len(chosen), step_s))
+                print(f"  {variant:>13} {run_name:<22} {1000 * step_s:8.2f} ms/step", flush=True)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    if not isinstance(suite.dataset, str):
+        raise ConfigError("the speed benchmark takes a suite on a built-in dataset (it needs only its shape)")
+    spec, device = DATASETS[suite.dataset], resolve_device(args.device)
+    batch = args.batch or suite.train.batch_size
+    labels = args.methods or [e.label for e in suite.methods]
+    print(f"suite {suite.name}: {suite.teacher.model} -> {suite.student_model}, {spec.name} shape "
+          f"{spec.in_channels}×{spec.image_size}×{spec.image_size}, batch {batch}, {args.steps} timed steps "
+          f"after {args.warmup}, device {device}, {torch.get_num_threads()} threads", flush=True)
+    rows = harness_rows(args, suite, spec, device, batch, labels)
+    plain = plain_step_s(suite, spec, device, batch, args.steps, args.warmup, args.loader_workers)
+    rows.append(("fp32", f"plain loop, vanilla KD ({args.loader_workers} loader workers)", 1, plain))
     n_train = suite.train_size or {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}[spec.name]
     print()
-    print(table(rows, spec, batch, n_train))
+    print(table(rows, batch, n_train))
     print()
-    for variant, run, _, step_s in rows:
-        if run == "vanilla_kd alone":
+    for variant, run_name, _, step_s in rows:
+        if run_name == "vanilla_kd alone":
             print(f"vanilla_kd, {variant}: {plain / step_s:.2f}× the plain loop's speed "
                   f"({1000 * plain:.2f} ms/step against {1000 * step_s:.2f})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -43,7 +43,8 @@ def build_model(
 
 def to_device(model: TappedModel, device: torch.device | str, channels_last: bool = True) -> TappedModel:
     """The model on ``device``, its 4-D weights channels-last by default: convolutions read and write
-    NHWC, which is faster on CPUs (README, "Speed"). Part of the protocol: it changes the bits."""
+    NHWC, which is faster on CPUs (docs/speed.md, "Channels-last against NCHW"). Part of the protocol:
+    it changes the bits."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(device=device, memory_format=fmt)
 

@@ -15,7 +15,7 @@ from kdbench.models import build_model
 from kdbench.models.references import fingerprint
 from kdbench.api.tapped import TappedModel
 
-DOCS = 'README, "Your own pair and data"'
+DOCS = 'docs/own-models-and-data.md, "Taps"'
 
 
 def build_student(suite: SuiteConfig, spec: DatasetSpec) -> TappedModel:

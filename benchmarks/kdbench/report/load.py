@@ -42,9 +42,14 @@ def load_runs(results_dir: str | Path, suite: str) -> LoadedRuns:
     if not folder.is_dir():
         raise ReportError(f"no run records for suite {suite!r}: {folder} does not exist "
                           f"(run `kdbench run {suite}` first, or pass --results-dir)")
+    return read_runs_folder(folder, f"for suite {suite!r}")
+
+
+def read_runs_folder(folder: Path, what: str = "") -> LoadedRuns:
+    """The records in ``folder/*.json`` (a suite's runs/ folder), the unreadable ones named; none is a ReportError."""
     files = sorted(folder.glob("*.json"))
     if not files:
-        raise ReportError(f"no run records for suite {suite!r}: {folder} holds no *.json file")
+        raise ReportError(f"no run records{' ' + what if what else ''}: {folder} holds no *.json file")
     records, unreadable, seen = [], [], {}
     for path in files:
         try:

@@ -12,7 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from kdbench.report.load import lookup
-from kdbench.report.stats import estimate, paired_differences, win_rate
+from kdbench.report.stats import clip_interval, estimate, paired_differences, win_rate
 
 #: The two reference points every method is compared against, by label, paired by seed.
 BASELINES = ("student_ce", "vanilla_kd")
@@ -105,6 +105,7 @@ def summary_table(records: Iterable[dict]) -> pd.DataFrame:
     for label, recs in groups.items():
         ok = [r for r in recs if r["status"] == "ok"]
         final = estimate(finals[label].values())
+        low, high = clip_interval(final.low, final.high)  # an accuracy interval stays in [0, 100]
         row = {
             "label": label,
             "method": recs[0]["method"],
@@ -113,8 +114,8 @@ def summary_table(records: Iterable[dict]) -> pd.DataFrame:
             "seeds_total": len(recs),
             "final_acc_mean": final.mean,
             "final_acc_std": final.std,
-            "final_acc_ci_low": final.low,
-            "final_acc_ci_high": final.high,
+            "final_acc_ci_low": low,
+            "final_acc_ci_high": high,
             "best_acc_mean": estimate(r["best_acc"] for r in ok).mean,
         }
         for baseline in BASELINES:

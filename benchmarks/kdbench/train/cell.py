@@ -303,7 +303,7 @@ class CellRun:
 
     def _costs(self, group: dict, peak: tuple[float, str]) -> dict:
         """What this method costs alone (its own time plus the teacher passes it read) beside what
-        the group it ran in took; see the README's "Run records"."""
+        the group it ran in took; see docs/records.md."""
         spent, setup = self._spent(), self.setup.seconds()
         own_train, evaluation = spent["train_own_s"], spent["eval_s"]
         train_s = own_train + self.teacher_s

@@ -211,7 +211,7 @@ def epoch_losses(c: Cell) -> dict[str, float]:
     return means
 
 
-#: Test-time batch: small enough to stay in a CPU's caches (README, "Speed").
+#: Test-time batch: small enough to stay in a CPU's caches (docs/speed.md).
 EVAL_BATCH = 256
 
 

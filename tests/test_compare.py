@@ -1,0 +1,92 @@
+"""``kdbench compare``: the same records compare equal (exit 0), a shifted method does not (exit 1), a
+budget difference is named, every kind of folder is read, and bad input is a one-line error (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kdbench.cli import main
+from kdbench.report import build_report
+from tests.test_report import FMNIST_TRAIN, make_record, write_records
+
+ACCS = {"student_ce": [80.0, 80.2, 80.4], "vanilla_kd": [82.0, 82.3, 82.1], "srrl": [83.0, 82.8, 83.1]}
+
+
+def _records(shift: dict[str, float] = {}, train=FMNIST_TRAIN):
+    return [make_record(label, s, a + shift.get(label, 0.0), train=train)
+            for label, accs in ACCS.items() for s, a in enumerate(accs)]
+
+
+def _compare(capsys, *args):
+    code = main(["compare", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_two_copies_of_the_same_records_are_within_the_margin(capsys, tmp_path):
+    write_records(tmp_path / "a", "default", _records())
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    code, out, _ = _compare(capsys, tmp_path / "a", tmp_path / "b")
+    assert code == 0, out
+    assert "**Every method within ±1 points** (exit 0)." in out and "None: same budget" in out
+    assert "Teacher test accuracy: A 90%, B 90%; B − A = +0.00" in out
+
+
+def test_a_copy_of_the_reference_is_a_reproduction_and_a_changed_seed_goes_to_the_test(capsys, tmp_path):
+    """The committed reference's 3 seeds spread too widely for a ±1 test to pass even against itself;
+    equal accuracies seed by seed are a reproduction all the same. Change one seed and the test decides."""
+    reference = Path(__file__).resolve().parents[1] / "report" / "reference" / "results" / "default"
+    shutil.copytree(reference / "runs", tmp_path / "b" / "runs")
+    code, out, _ = _compare(capsys, reference, tmp_path / "b")
+    assert code == 0, out
+    assert out.count("identical: every seed's accuracy equal") == 7
+    path = tmp_path / "b" / "runs" / "srrl__seed1.json"
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "final_acc": rec["final_acc"] + 0.01}))
+    code, out, _ = _compare(capsys, reference, tmp_path / "b")
+    srrl = next(line for line in out.splitlines() if line.startswith("| srrl"))
+    assert code == 1 and "not shown within ±1 (the data show ±2.2" in srrl, srrl
+
+
+def test_a_method_shifted_by_five_points_is_not(capsys, tmp_path):
+    write_records(tmp_path / "a", "default", _records())
+    write_records(tmp_path / "b", "default", _records({"srrl": 5.0}))
+    code, out, _ = _compare(capsys, tmp_path / "a" / "default", tmp_path / "b" / "default" / "runs")
+    assert code == 1
+    srrl = next(line for line in out.splitlines() if line.startswith("| srrl"))
+    assert "+5.00 [" in srrl and "not shown within ±1" in srrl
+    assert "**1 of 3 methods not shown within ±1 points**: srrl (exit 1)." in out
+    code, _, _ = _compare(capsys, tmp_path / "a", tmp_path / "b", "--margin", "6")
+    assert code == 0  # a wide enough margin takes it in
+
+
+def test_a_budget_difference_is_named(capsys, tmp_path):
+    write_records(tmp_path / "a", "default", _records())
+    write_records(tmp_path / "b", "default", _records(train={**FMNIST_TRAIN, "epochs": 5}))
+    _, out, _ = _compare(capsys, tmp_path / "a", tmp_path / "b")
+    assert "- budget differs: config.train.epochs: 3 vs 5" in out
+
+
+def test_a_report_folder_compares_with_the_records_it_was_built_from(capsys, tmp_path):
+    write_records(tmp_path / "results", "default", _records())
+    build_report("default", tmp_path / "results", tmp_path / "report")
+    code, out, _ = _compare(capsys, tmp_path / "report" / "default", tmp_path / "results")
+    assert code == 0 and "runs.csv" in out and "None: same budget" in out, out
+
+
+@pytest.mark.parametrize("make, args, fragment", [
+    (lambda p: None, ["missing"], "not a folder"),
+    (lambda p: (p / "x").mkdir(), ["x"], "holds no runs/, runs.csv or *.json"),
+    (lambda p: [write_records(p / "r", s, _records()) for s in ("s1", "s2")], ["r"], "name one with --suite"),
+    (lambda p: write_records(p / "r", "s1", _records()), ["r", "--suite", "s9"], "no suite 's9' there"),
+    (lambda p: write_records(p / "r", "s1", _records()), ["r", "--margin", "0"], "--margin must be a positive"),
+], ids=["missing", "empty", "two-suites", "wrong-suite", "margin"])
+def test_bad_input_is_a_one_line_error(capsys, tmp_path, monkeypatch, make, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path)
+    code, _, err = _compare(capsys, args[0], args[0], *args[1:])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
