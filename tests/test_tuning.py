@@ -169,6 +169,7 @@ def test_the_report_has_a_tuning_section_and_no_trial_in_the_leaderboard(in_proc
     assert main(["report", "tiny", "--results-dir", str(in_process), "--report-dir", str(tmp_path)]) == 0
     text = (tmp_path / "tiny" / "leaderboard.md").read_text()
     assert "## Tuning" in text and "| vanilla_kd |" in text and (tmp_path / "tiny/figures/tuning_budget.png").is_file()
+    assert "**Tuned suite**: every number and verdict here is over the final cells only" in text
     assert len((tmp_path / "tiny" / "runs.csv").read_text().strip().splitlines()) == 1 + 3
 
 

@@ -326,6 +326,10 @@ def leaderboard_markdown(summary: pd.DataFrame, facts: SuiteFacts, published: pd
         "tests corrected for the whole table (Legend).",
         "",
     ]
+    if any(isinstance(r.get("tuning"), dict) for r in loaded.records):
+        header[-1:] = ["**Tuned suite**: every number and verdict here is over the final cells only (each method's "
+                       "chosen settings on the suite's seeds); the trials that chose them are in the Tuning "
+                       "section below.", ""]
     if facts.warnings:
         header += [f"> **Warning**: {w}." for w in facts.warnings] + [""]
     tested = sum(not c.reason for c in comparisons)
