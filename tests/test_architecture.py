@@ -118,3 +118,12 @@ def test_the_plugin_apis_old_module_paths_are_the_same_modules():
     from kdbench.api import method, offline_cache, tapped
 
     assert (Method, load_or_compute, TappedModel) == (method.Method, offline_cache.load_or_compute, tapped.TappedModel)
+
+
+@pytest.mark.parametrize("path", harness_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_function_is_longer_than_a_screen(path):
+    """50 lines at most: a longer function is several ideas, each of which wants its own name."""
+    tree = ast.parse(path.read_text(), str(path))
+    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 50]
+    assert not long, f"{path.relative_to(ROOT)}: {long}"
