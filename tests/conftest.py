@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from kdbench.config.suite import SUITES_DIR
 from kdbench.data.datasets import FASHION_MNIST_DEBIAN_DIR
 

@@ -6,7 +6,6 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-
 from kdbench.api.method import Method
 from kdbench.api.registry import register, unregister
 

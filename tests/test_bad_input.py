@@ -24,12 +24,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from kdbench.api import registry
 from kdbench.cli import main
 from kdbench.config.suite import SUITES_DIR
-from tests.user_files import pair_suite, tensors, write_suite
 
+from tests.user_files import pair_suite, tensors, write_suite
 
 # ---------------------------------------------------------------------------------------- set-up
 

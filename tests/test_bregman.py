@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from kdbench.methods._bregman import (BregmanFit, ImportedLayer, bregman_mean, fit_bregman_pca, solve_coefficients,
+                                      transfer, warm_start)
 from scipy.special import rel_entr
-
-from kdbench.methods._bregman import (
-    BregmanFit, ImportedLayer, bregman_mean, fit_bregman_pca, solve_coefficients, transfer, warm_start,
-)
 
 NAMES = ["identity", "softmax", "sigmoid", "leaky_relu"]
 F64 = torch.float64

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kdbench.config.suite import OptimizerConfig
-from kdbench.train.cost import parameter_counts
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import MethodContext, TeacherData, forward_taps_for
-from kdbench.models import build_model
 from kdbench.api.registry import get_method, resolve_hyperparameters
-from kdbench.train.teacher import freeze
+from kdbench.config.suite import OptimizerConfig
+from kdbench.models import build_model
+from kdbench.train.cost import parameter_counts
 from kdbench.train.loop import make_cell
+from kdbench.train.teacher import freeze
+
 from tests.contract import FMNIST_TASK, at_epoch
 
 SHAPE = (1, 28, 28)

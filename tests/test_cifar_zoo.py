@@ -6,9 +6,8 @@ from functools import cache
 
 import pytest
 import torch
-from torch import nn
-
 from kdbench.models import TappedModel, build_model, model_names
+from torch import nn
 
 NUM_CLASSES = 100
 

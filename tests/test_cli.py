@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from kdbench.bench import BENCHES
-from kdbench.data import datasets as D
 from kdbench.cli import main
+from kdbench.data import datasets as D
 
 BENCH_NAMES = ["speed", "lockstep", "layout", "executors", "kernel-cost", "bregman-sweep"]
 

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from kdbench.cli import main
 from kdbench.report import build_report
+
 from tests.test_report import FMNIST_TRAIN, make_record, write_records
 
 ACCS = {"student_ce": [80.0, 80.2, 80.4], "vanilla_kd": [82.0, 82.3, 82.1], "srrl": [83.0, 82.8, 83.1]}

@@ -8,11 +8,11 @@ import math
 
 import pytest
 import torch
-
 from kdbench.api.method import TAP_NAMES, Method, MethodContext, Task, TeacherData, forward_taps_for
-from kdbench.models import build_model
 from kdbench.api.registry import get_method, method_names, resolve_hyperparameters
+from kdbench.models import build_model
 from kdbench.train.teacher import freeze
+
 from tests.contract import at_epoch
 
 #: (teacher, student, input shape) of each pair the contract is checked on

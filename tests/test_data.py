@@ -9,10 +9,8 @@ import struct
 import numpy as np
 import pytest
 import torch
-
-from kdbench.data import datasets as D
 from kdbench.api.errors import DataError
-
+from kdbench.data import datasets as D
 
 # ------------------------------------------------------------------------------- CIFAR pickles
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from kdbench.train.diagnostics import kernel_gap
 
 

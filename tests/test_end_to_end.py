@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-
+from kdbench.api.registry import method_names
 from kdbench.cli import main
 from kdbench.config.suite import load_suite
-from kdbench.train.records import record_path
-from kdbench.train import cell as cell_module
 from kdbench.run import rounds as runner
-from kdbench.api.registry import method_names
+from kdbench.train import cell as cell_module
+from kdbench.train.records import record_path
+
 from tests.plugins import Explodes, FailsAtEpochEnd, FailsInPrepare, GoesNaN, registered
 
 REQUIRED = {

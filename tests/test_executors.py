@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from kdbench.api.errors import ConfigError
 from kdbench.cli import build_parser, main
 from kdbench.config.executor import OPTIONS, ExecutorConfig, executor_config
 from kdbench.config.suite import SUITES_DIR
+
 from tests.extras import require
 from tests.test_end_to_end import same_results
 

@@ -10,25 +10,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
-from kdbench.train import fast_path
-from kdbench.train import loop as trainer
+from kdbench.api.errors import ConfigError
+from kdbench.api.method import Method, MethodContext, TeacherData
+from kdbench.api.registry import get_method, method_names
 from kdbench.cli import main
+from kdbench.config.fast_path import FastPath
 from kdbench.config.hashing import stable_hash
 from kdbench.config.suite import SUITES_DIR, load_suite, parse_suite
 from kdbench.data.datasets import DATASETS, Dataset, Split
-from kdbench.train.environment import set_determinism
-from kdbench.api.errors import ConfigError
-from kdbench.config.fast_path import FastPath
-from kdbench.train.fast_path import CompiledOrEager
-from kdbench.api.method import Method, MethodContext, TeacherData
-from kdbench.api.registry import get_method
-from kdbench.models.pair import build_student, build_teacher
-from kdbench.train.teacher import freeze
 from kdbench.models import build_model, to_device
-from kdbench.api.registry import method_names
+from kdbench.models.pair import build_student, build_teacher
 from kdbench.run.plan import cell_config, plan
-from kdbench.train.teacher import teacher_config_hash
+from kdbench.train import fast_path
+from kdbench.train import loop as trainer
+from kdbench.train.environment import set_determinism
+from kdbench.train.fast_path import CompiledOrEager
+from kdbench.train.teacher import freeze, teacher_config_hash
+
 from tests.plugins import registered
 
 

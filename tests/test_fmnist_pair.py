@@ -1,7 +1,7 @@
 """The Fashion-MNIST default pair: the sizes the README states and the brief's 10x ratio."""
 
-from kdbench.train.cost import count_parameters
 from kdbench.models import build_model
+from kdbench.train.cost import count_parameters
 
 
 def test_pair_sizes_and_ratio():

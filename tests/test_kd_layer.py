@@ -8,15 +8,15 @@ import math
 
 import pytest
 import torch
-
-from kdbench.train.cost import parameter_counts
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import MethodContext, TeacherData
-from kdbench.models import build_model
 from kdbench.api.registry import get_method, resolve_hyperparameters
-from kdbench.train.teacher import freeze
 from kdbench.methods._letkd_targets import at_student_locations, decision_target, quantisation_target
 from kdbench.methods.kd_layer import SUBCLASSES, KDLayer, cosine_conv, placement
+from kdbench.models import build_model
+from kdbench.train.cost import parameter_counts
+from kdbench.train.teacher import freeze
+
 from tests.contract import FMNIST_TASK, at_epoch
 
 KDL = get_method("kd_layer")

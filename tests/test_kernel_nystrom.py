@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import MethodContext
-from kdbench.api.tapped import Taps, TapShapes
 from kdbench.api.registry import get_method, resolve_hyperparameters
+from kdbench.api.tapped import Taps, TapShapes
+
 from tests.contract import FMNIST_TASK, at_epoch
 
 KDA = get_method("kernel_nystrom")

@@ -8,15 +8,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import MethodContext, forward_taps_for
-from kdbench.models import build_model
 from kdbench.api.registry import get_method, resolve_hyperparameters
+from kdbench.methods.kr_sparse import (kr_loss, penalize_gradient, relative_index, site_pairs, sparse_recode,
+                                       support_size)
+from kdbench.models import build_model
 from kdbench.train.teacher import freeze
-from kdbench.methods.kr_sparse import (
-    kr_loss, penalize_gradient, relative_index, site_pairs, sparse_recode, support_size,
-)
+
 from tests.contract import FMNIST_TASK, at_epoch
 
 

@@ -8,14 +8,13 @@ import random
 
 import pytest
 import yaml
-
-from kdbench.train.cell import checkpoint_path
-from kdbench.config.suite import SUITES_DIR, parse_suite
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import Method
 from kdbench.api.paths import is_plain_name, under
-from kdbench.train.records import record_path
 from kdbench.api.registry import register
+from kdbench.config.suite import SUITES_DIR, parse_suite
+from kdbench.train.cell import checkpoint_path
+from kdbench.train.records import record_path
 
 NASTY = ["..", ".", "../x", "../../escaped", "/abs", "/", "a/b", "a\\b", "", "x\x00y", "~", "~/x",
          ".hidden", "-rf", "a" * 101, "é", "a b", "c:", "$HOME", "x/..", "..\\x", "\n"]

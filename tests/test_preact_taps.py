@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from kdbench.models import build_model
+from torch import nn
 
 
 def taps(model_name: str, shape, preact=True, grad=False):

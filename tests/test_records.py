@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from kdbench.train import records
 from kdbench.train.records import FIELDS, problem, undeclared, write_record
 

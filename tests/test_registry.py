@@ -6,10 +6,10 @@ import importlib.metadata
 
 import pytest
 import torch.nn.functional as F
-
 from kdbench.api import registry
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import Method
+
 from tests.contract import FMNIST_TASK
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from kdbench.cli import main
 from kdbench.report import build_report
 from kdbench.report.facts import suite_facts

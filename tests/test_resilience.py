@@ -14,12 +14,12 @@ import time
 
 import pytest
 import torch
-
 from kdbench.api import atomic
+from kdbench.cli import main
 from kdbench.train import records
 from kdbench.train.cell import checkpoint_path
-from kdbench.cli import main
 from kdbench.train.records import record_path
+
 from tests.test_bad_input import RunsCode
 from tests.test_end_to_end import same_results
 

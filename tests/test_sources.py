@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
+from kdbench.api.registry import get_method, unregister
 from kdbench.config import sources
 from kdbench.config.hashing import stable_hash
 from kdbench.config.suite import load_suite
 from kdbench.data.datasets import DATASETS, Dataset, Split
-from kdbench.api.registry import get_method, unregister
 from kdbench.run.plan import cell_config, plan
 
 ROOT = Path(__file__).resolve().parents[1]

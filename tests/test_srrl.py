@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from kdbench.api.method import MethodContext
+from kdbench.api.registry import get_method, resolve_hyperparameters
+from kdbench.api.tapped import Taps, TapShapes
+from kdbench.models import build_model
 from torch import nn
 
-from kdbench.api.method import MethodContext
-from kdbench.models import build_model
-from kdbench.api.tapped import Taps, TapShapes
-from kdbench.api.registry import get_method, resolve_hyperparameters
 from tests.contract import FMNIST_TASK, at_epoch
 
 SRRL = get_method("srrl")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
+from kdbench.api.method import Method, MethodContext
 from kdbench.config.suite import OptimizerConfig, ScheduleConfig, TrainConfig
 from kdbench.data.datasets import DATASETS, Dataset, Split
-from kdbench.api.method import Method, MethodContext
 from kdbench.models import build_model
 from kdbench.train.loop import make_cell, train_epoch
 

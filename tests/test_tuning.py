@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from kdbench.cli import main
 from kdbench.config.suite import SUITES_DIR, load_suite
 from kdbench.data.datasets import DATASETS
@@ -28,8 +27,9 @@ from kdbench.run.request import RunRequest
 from kdbench.run.rounds import groups, run_cells, shared_runs, trial_run
 from kdbench.run.trials import trial_points
 from kdbench.run.tuning import Chosen, select
-from tests.test_end_to_end import same_results
+
 from tests import test_executors as executors
+from tests.test_end_to_end import same_results
 from tests.test_executors import kdbench
 
 METHODS = ["student_ce", "vanilla_kd", "bregman_pca"]

@@ -7,11 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from kdbench.api.errors import DataError
+from kdbench.data.datasets import load_dataset
+from kdbench.data.user import DataSource
 from PIL import Image
 
-from kdbench.data.datasets import load_dataset
-from kdbench.api.errors import DataError
-from kdbench.data.user import DataSource
 from tests.user_files import CLASSES, tensors, write_imagefolder
 
 

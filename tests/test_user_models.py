@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from kdbench.api.errors import ConfigError
+from kdbench.api.tapped import TAP_NAMES
 from kdbench.models import build_model
 from kdbench.models.references import fingerprint
-from kdbench.api.tapped import TAP_NAMES
+from torch import nn
+
 from tests.extras import require
 from tests.user_files import STUDENT_TAPS, write_student_module
 

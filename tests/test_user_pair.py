@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
-from kdbench.config.suite import SUITES_DIR, load_suite
 from kdbench.api.errors import ConfigError
 from kdbench.api.registry import method_names
+from kdbench.config.suite import SUITES_DIR, load_suite
 from kdbench.execute.driver import run_suite
 from kdbench.run.request import RunRequest
+
 from tests.user_files import CLASSES, pair_suite, tensors, write_suite
 
 SMOKE_TRAIN = yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())["train"]

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-
-from kdbench.api.tapped import Taps
 from kdbench.api.registry import get_method
+from kdbench.api.tapped import Taps
 from kdbench.methods.vanilla_kd import kd_loss
+
 from tests.contract import at_epoch
 
 

@@ -7,13 +7,12 @@ import math
 
 import pandas as pd
 import pytest
+from kdbench.report import build_reports
+from kdbench.report.stats import (binomial_se, clip_interval, detectable_difference, friedman_p, holm, nemenyi_cd,
+                                  paired_t_p, paired_t_power, seeds_needed, tost_p, welch, wilcoxon_p)
+from kdbench.report.verdicts import compare_family, rank_ranges, verdict_of
 from scipy import integrate, stats
 
-from kdbench.report import build_reports
-from kdbench.report.stats import (binomial_se, clip_interval, detectable_difference, friedman_p, holm,
-                                  nemenyi_cd, paired_t_p, paired_t_power, seeds_needed, tost_p, welch,
-                                  wilcoxon_p)
-from kdbench.report.verdicts import compare_family, rank_ranges, verdict_of
 from tests.test_report import PNG_MAGIC, make_record, write_records
 
 NAN = math.nan

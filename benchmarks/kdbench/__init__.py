@@ -4,7 +4,7 @@ The plugin API is importable from here, so a plugin needs one import::
 
     from kdbench import Method, register
 
-The names load on first use (PEP 562), so ``kdbench --help`` does not pay for importing torch.
+The names load on first use (PEP 562): importing the package alone does not import torch.
 """
 
 from __future__ import annotations

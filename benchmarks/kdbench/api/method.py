@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
-
 from kdbench.api.domains import Domain
 from kdbench.api.search import Space
 from kdbench.api.tapped import TAP_NAMES, TappedModel, Taps, TapShapes  # noqa: F401 (TAP_NAMES: re-exported)
+from torch import nn
 
 # TAP_NAMES: the taps a method may ask for, on either network. ``preact`` asks for the
 # pre-activation maps (``Taps.preact_stages`` / ``preact_blocks``), computed only when asked for.

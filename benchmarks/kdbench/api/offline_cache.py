@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-
-from kdbench.api.locks import exclusive
 from kdbench.api.atomic import save_atomic
+from kdbench.api.locks import exclusive
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-
 #: Every tap a zoo model gives; a model adapted by hooks (:mod:`kdbench.models.hooked`) may give fewer.
 TAP_NAMES = frozenset({"stages", "blocks", "preact", "prepool", "pooled", "logits"})
 

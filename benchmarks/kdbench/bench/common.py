@@ -22,7 +22,6 @@ from kdbench.config.suite import SuiteConfig
 from kdbench.execute.driver import run_suite
 from kdbench.run.request import RunRequest
 
-
 # --- options ---------------------------------------------------------------------------------------
 
 def at_least(minimum: int) -> Callable[[str], int]:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from kdbench.api.errors import KDBenchError
-from kdbench.bench.common import (add_rounds, add_suite, add_teacher_cache, count, print_wall_rounds,
-                                  teachers_folder, timed_run, wall_rounds, with_train)
+from kdbench.bench.common import (add_rounds, add_suite, add_teacher_cache, count, print_wall_rounds, teachers_folder,
+                                  timed_run, wall_rounds, with_train)
 from kdbench.config.executor import ExecutorConfig
 from kdbench.config.suite import load_suite
 

@@ -27,7 +27,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from kdbench.api.method import MethodContext, Task, TrainingProgress
 from kdbench.api.registry import get_method, resolve_hyperparameters
 from kdbench.api.tapped import Taps, TapShapes

@@ -11,7 +11,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from kdbench.bench.common import add_rounds, alternating, count, median_ratio
 from kdbench.models import build_model, to_device
 

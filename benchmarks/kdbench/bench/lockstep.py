@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
-from kdbench.bench.common import (add_rounds, add_suite, add_teacher_cache, count, markdown_table,
-                                  print_wall_rounds, teachers_folder, timed_run, wall_rounds, with_train)
+from kdbench.bench.common import (add_rounds, add_suite, add_teacher_cache, count, markdown_table, print_wall_rounds,
+                                  teachers_folder, timed_run, wall_rounds, with_train)
 from kdbench.config.suite import load_suite
 from kdbench.train.environment import resolve_device
 

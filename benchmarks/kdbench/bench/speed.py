@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from kdbench.api.errors import ConfigError, KDBenchError
 from kdbench.bench.common import add_suite, at_least, count, markdown_table, scratch_results, with_train
 from kdbench.config.fast_path import FastPath

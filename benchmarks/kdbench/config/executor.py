@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Callable
 
 import torch
-
 from kdbench.api.errors import ConfigError
 
 KINDS = ("local", "processes", "slurm", "slurm-local", "ray")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from kdbench.api.errors import ConfigError
 from kdbench.api.paths import plain_name
 from kdbench.api.registry import method_names
@@ -132,7 +131,7 @@ def suite_names() -> list[str]:
 
 
 def find_suite(name_or_path: str) -> Path:
-    """A suite by name (``benchmarks/suites/<name>.yaml``) or by path to a YAML file."""
+    """A suite by name (``benchmarks/kdbench/config/suites/<name>.yaml``) or by path to a YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-
-from kdbench.data import user as user_data
 from kdbench.api.errors import ConfigError, DataError
+from kdbench.data import user as user_data
 from kdbench.data.user import DataSource
 
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from kdbench.api.errors import DataError, first_line
 
 FORMATS = ("imagefolder", "tensors")

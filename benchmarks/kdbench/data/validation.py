@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 from kdbench.api.errors import ConfigError
 from kdbench.data.datasets import Dataset, Split
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-
 from kdbench.api.errors import GroupsCrashed
 from kdbench.api.paths import under
 from kdbench.execute.executors import dispatch
@@ -17,9 +16,8 @@ from kdbench.execute.jobs import GroupJob
 from kdbench.run.plan import Prepared, prepare
 from kdbench.run.progress import Progress, forward_logs
 from kdbench.run.request import RunRequest
-from kdbench.run.rounds import (
-    cell_name, cell_run, done_record, final_specs, groups, run_here, shared_runs, summary_line,
-)
+from kdbench.run.rounds import (cell_name, cell_run, done_record, final_specs, groups, run_here, shared_runs,
+                                summary_line)
 from kdbench.train.cell import RunSpec, SharedRun
 from kdbench.train.records import cell_key
 

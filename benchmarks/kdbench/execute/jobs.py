@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-
 from kdbench.run.plan import prepare
 from kdbench.run.progress import Progress, forward_logs
 from kdbench.run.request import RunRequest

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from kdbench.api.errors import ConfigError
 from kdbench.api.tapped import TappedModel, Taps, TapShapes
 from kdbench.models.references import build_reference, entry_points, kind

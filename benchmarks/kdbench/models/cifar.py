@@ -17,9 +17,8 @@ which fixes which tensors are exposed as taps:
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
 from kdbench.api.tapped import TappedModel
+from torch import Tensor, nn
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from kdbench.api.tapped import TappedModel, Taps
+from torch import nn
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ anything runs, with the tap named.
 
 from __future__ import annotations
 
+from kdbench.api.errors import ConfigError
+from kdbench.api.tapped import TappedModel
 from kdbench.config.suite import SuiteConfig
 from kdbench.data.datasets import DatasetSpec
-from kdbench.api.errors import ConfigError
 from kdbench.models import build_model
 from kdbench.models.references import fingerprint
-from kdbench.api.tapped import TappedModel
 
 DOCS = 'docs/own-models-and-data.md, "Taps"'
 

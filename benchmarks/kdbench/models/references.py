@@ -23,10 +23,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from torch import nn
-
 from kdbench.api.errors import ConfigError, first_line
 from kdbench.models.hooked import set_submodule
+from torch import nn
 
 ENTRY_POINT_GROUP = "kdbench.models"
 EXTRA_HINT = "pip install 'kdbench[models]'"

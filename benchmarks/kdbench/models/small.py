@@ -9,9 +9,8 @@ teacher's shape at a quarter of its width: 6.9k against 103k parameters (15× sm
 
 from __future__ import annotations
 
-from torch import nn
-
 from kdbench.api.tapped import TappedModel
+from torch import nn
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

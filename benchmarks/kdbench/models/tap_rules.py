@@ -19,10 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from kdbench.api.errors import ConfigError, first_line
 from kdbench.models.hooked import HookedModel, TapPaths
+from torch import nn
 
 TAP_KEYS = ("stages", "prepool", "classifier")
 

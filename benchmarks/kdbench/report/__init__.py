@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
 from kdbench.api.paths import check_writable_folder, plain_name, under
 from kdbench.report.combined import write_combined
 from kdbench.report.facts import suite_facts

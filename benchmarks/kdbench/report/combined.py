@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
-
 from kdbench.report.stats import ALPHA, friedman_p, nemenyi_cd
 from kdbench.report.tables import BASELINES
 from kdbench.report.verdicts import BETTER, NOT_SEPARATED, WORSE
+from matplotlib.figure import Figure
 
 MARKS = {BETTER: "▲", WORSE: "▼", NOT_SEPARATED: "○"}
 MIN_SUITES_FOR_FRIEDMAN = 3

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-
 from kdbench.api.errors import ReportError
 from kdbench.report.load import read_runs_folder
 from kdbench.report.stats import ALPHA, binomial_se, estimate, tost_p, welch

@@ -17,14 +17,13 @@ from typing import Callable
 
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
-
 from kdbench.report.facts import SuiteFacts
 from kdbench.report.load import lookup
 from kdbench.report.stats import paired_differences
 from kdbench.report.tables import cost_seconds, display_name, final_by_seed, group_by_label
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 DPI = 130
 KD = "vanilla_kd"

@@ -13,7 +13,6 @@ import numbers
 from pathlib import Path
 
 import pandas as pd
-
 from kdbench.report.facts import SuiteFacts, describe_budget
 from kdbench.report.figures import ReportFigure
 from kdbench.report.load import LoadedRuns

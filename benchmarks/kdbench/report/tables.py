@@ -10,7 +10,6 @@ import math
 from typing import Iterable
 
 import pandas as pd
-
 from kdbench.report.load import lookup
 from kdbench.report.stats import clip_interval, estimate, paired_differences, win_rate
 

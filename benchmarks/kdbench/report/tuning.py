@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import seaborn as sns
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from kdbench.api.paths import under
 from kdbench.report.figures import DPI
 from kdbench.run.tuning import by_trial, trial_count, trial_score
 from kdbench.train import records as schema
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 FIGURE = "tuning_budget.png"
 

@@ -17,9 +17,8 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
-
-from kdbench.report.stats import (ALPHA, MIN_PAIRED_SEEDS, WILCOXON_MIN_SEEDS, detectable_difference, estimate,
-                                  holm, paired_differences, paired_t_p, seeds_needed, wilcoxon_p)
+from kdbench.report.stats import (ALPHA, MIN_PAIRED_SEEDS, WILCOXON_MIN_SEEDS, detectable_difference, estimate, holm,
+                                  paired_differences, paired_t_p, seeds_needed, wilcoxon_p)
 from kdbench.report.tables import BASELINES
 
 EFFECT = 0.5  # points: the effect whose seeds-needed a "not separated" comparison states (kdbench report --effect)

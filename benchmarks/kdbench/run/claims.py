@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-
-from kdbench.train.cell import RunSpec
 from kdbench.api.paths import under
+from kdbench.train.cell import RunSpec
 
 
 def claim_path(folder: Path, spec: RunSpec) -> Path:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
 from kdbench.api.method import Task
 from kdbench.api.paths import check_writable_folder
 from kdbench.api.registry import get_method, resolve_hyperparameters

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from scipy.stats import qmc
-
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import Task
 from kdbench.api.registry import resolve_hyperparameters
 from kdbench.config.tuning import SAMPLER_SEED, TuningConfig
 from kdbench.train.cell import RunSpec
+from scipy.stats import qmc
 
 
 def tuned_dimensions(spec: RunSpec) -> list[str]:

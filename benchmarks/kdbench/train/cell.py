@@ -18,24 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from kdbench.api.atomic import save_atomic
+from kdbench.api.method import Method, MethodContext, TeacherData
+from kdbench.api.paths import under
 from kdbench.config.hashing import stable_hash
-from kdbench.train import records
 from kdbench.config.suite import MethodEntry, SuiteConfig
-from kdbench.train.cost import inference_flops, parameter_counts
 from kdbench.data.datasets import Dataset
+from kdbench.models import to_device
+from kdbench.models.pair import build_student
+from kdbench.train import records
+from kdbench.train.cost import inference_flops, parameter_counts
 from kdbench.train.diagnostics import kernel_gap, pooled_features
 from kdbench.train.environment import environment, seed_everything
 from kdbench.train.fast_path import compile_forward, compile_note, eager
-from kdbench.api.method import Method, MethodContext, TeacherData
-from kdbench.models import to_device
-from kdbench.api.tapped import TappedModel
-from kdbench.api.paths import under
-from kdbench.models.pair import build_student
+from kdbench.train.loop import Cell, describe_failure, epoch_losses, evaluate, make_cell, run_as
 from kdbench.train.teacher import Teacher, TeacherInfo
 from kdbench.train.timing import Timer
-from kdbench.train.loop import Cell, describe_failure, epoch_losses, evaluate, make_cell, run_as
 
 # Offsets that give the method's own modules and the training-time RNG streams of their own, so a
 # method that builds a connector does not shift the student's initialisation or another method's draws.

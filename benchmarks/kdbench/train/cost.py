@@ -7,10 +7,9 @@ convention: a multiply-accumulate is 2 FLOPs; elementwise ops (BN, ReLU, pooling
 from __future__ import annotations
 
 import torch
+from kdbench.api.tapped import TappedModel
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-from kdbench.api.tapped import TappedModel
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-
+from kdbench.api.tapped import TappedModel
 from kdbench.data.datasets import Split, test_batches
 from kdbench.train.fast_path import autocast
-from kdbench.api.tapped import TappedModel
 from kdbench.train.loop import EVAL_BATCH
 
 

@@ -8,7 +8,6 @@ import random
 import re
 
 import torch
-
 from kdbench import __version__
 from kdbench.api.errors import ConfigError
 

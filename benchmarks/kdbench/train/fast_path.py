@@ -8,7 +8,6 @@ import contextlib
 from typing import Callable
 
 import torch
-
 from kdbench.api.errors import first_line
 from kdbench.config.fast_path import PRECISIONS
 

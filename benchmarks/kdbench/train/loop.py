@@ -19,16 +19,15 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
+from kdbench.api.errors import StorageError
+from kdbench.api.method import Method, TrainingProgress, forward_taps_for
+from kdbench.api.tapped import TappedModel
 from kdbench.config.suite import OptimizerConfig, ScheduleConfig, TrainConfig
 from kdbench.data.datasets import Dataset, Split, test_batches, train_batches
 from kdbench.train.environment import rng_state, set_rng_state
-from kdbench.api.errors import StorageError
 from kdbench.train.fast_path import autocast
-from kdbench.api.method import Method, TrainingProgress, forward_taps_for
-from kdbench.api.tapped import TappedModel
 from kdbench.train.timing import Timer
+from torch import nn
 
 
 @dataclass

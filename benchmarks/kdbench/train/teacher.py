@@ -22,21 +22,20 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-
+from kdbench.api.atomic import save_atomic, write_json_atomic
+from kdbench.api.errors import TeacherError, first_line
+from kdbench.api.locks import exclusive
+from kdbench.api.method import MethodContext
+from kdbench.api.paths import under
+from kdbench.api.tapped import TappedModel
 from kdbench.config.hashing import stable_hash, training_config
 from kdbench.config.suite import SuiteConfig
 from kdbench.data.datasets import Dataset
-from kdbench.train.diagnostics import test_pass
-from kdbench.train.environment import environment, seed_everything
-from kdbench.api.errors import TeacherError, first_line
-from kdbench.train.fast_path import compile_forward
-from kdbench.api.locks import exclusive
-from kdbench.api.method import MethodContext
 from kdbench.models import to_device
 from kdbench.models.pair import build_teacher, model_identity
-from kdbench.api.tapped import TappedModel
-from kdbench.api.paths import under
-from kdbench.api.atomic import save_atomic, write_json_atomic
+from kdbench.train.diagnostics import test_pass
+from kdbench.train.environment import environment, seed_everything
+from kdbench.train.fast_path import compile_forward
 from kdbench.train.loop import LabelsOnly, epoch_losses, make_cell, train_epoch
 
 #: Accuracy re-measured at load may differ from the recorded one by this much (percentage points)
