@@ -28,7 +28,7 @@ from kdbench.models import to_device
 from kdbench.models.pair import build_student
 from kdbench.train import records
 from kdbench.train.cost import inference_flops, parameter_counts
-from kdbench.train.diagnostics import kernel_gap, pooled_features
+from kdbench.train.diagnostics import kernel_gap, pooled_features, test_pass
 from kdbench.train.environment import environment, seed_everything
 from kdbench.train.fast_path import compile_forward, compile_note, eager
 from kdbench.train.loop import Cell, describe_failure, epoch_losses, evaluate, make_cell, run_as
@@ -111,6 +111,7 @@ class CellRun:
         self.eval = Timer(shared.device)
         self.teacher_s = 0.0
         self.own_s_before = 0.0  # the cell's own training seconds at the last epoch's end
+        self.test_features: torch.Tensor | None = None  # the pooled tap from the last epoch's evaluation
         self.carried = dict.fromkeys(CARRIED, 0.0)  # from the checkpoint resumed, if any
         self.t0 = time.perf_counter()
 
@@ -223,9 +224,13 @@ class CellRun:
             self._fail(c.error, c.traceback)
 
     def _evaluate(self, epoch: int, epoch_s: dict[str, float]) -> None:
-        c = self.cell
-        acc = evaluate(self.method.eval_model(c.student), self.shared.data.test,
-                       precision=self.shared.suite.fast_path.precision)
+        c, suite = self.cell, self.shared.suite
+        model, precision = self.method.eval_model(c.student), suite.fast_path.precision
+        if epoch + 1 == suite.train.epochs and model is c.student and not suite.fast_path.compile:
+            # The last evaluation's pass also gives the kernel gap's features: one test pass, not two.
+            acc, self.test_features = test_pass(c.student, self.shared.data.test, precision=precision)
+        else:
+            acc = evaluate(model, self.shared.data.test, precision=precision)
         self.rec["epochs"].append({
             "epoch": epoch + 1,
             "lr_end": float(c.optimizer.param_groups[0]["lr"]),  # learning rate at the epoch's last step
@@ -295,7 +300,11 @@ class CellRun:
             rec["fast_path"] = {**rec["fast_path"], "compile_note": note}
         rec["extras"] = self.method.record_extras()
         precision = shared.suite.fast_path.precision
-        student_features = pooled_features(c.student, shared.data.test, precision) if self.status == "ok" else None
+        student_features = None
+        if self.status == "ok":
+            student_features = self.test_features
+            if student_features is None:  # a compiled or replaced eval model, or resumed after the last epoch
+                student_features = pooled_features(c.student, shared.data.test, precision)
         if student_features is not None and shared.teacher is not None:
             rec["diagnostics"]["kernel_gap_test"] = kernel_gap(student_features, shared.teacher.test_features)
 

@@ -27,6 +27,12 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+#: Deterministic mode fills every new tensor with NaN so that reading memory nothing wrote is
+#: reproducible. The harness's ops write before they read, so the fill only costs time (docs/speed.md,
+#: "Bit-safe savings"); a test trains the smoke suite with it on and off and finds the records equal.
+FILL_UNINITIALIZED_MEMORY = False
+
+
 def set_determinism(device: torch.device, deterministic: bool = True) -> bool:
     """Deterministic kernels everywhere we can have them; returns whether the run is deterministic.
 
@@ -40,6 +46,7 @@ def set_determinism(device: torch.device, deterministic: bool = True) -> bool:
     if not deterministic:
         torch.use_deterministic_algorithms(False)
         return False
+    torch.utils.deterministic.fill_uninitialized_memory = FILL_UNINITIALIZED_MEMORY
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -99,11 +99,17 @@ class LabelsOnly(Method):
         return {"ce": F.cross_entropy(s.logits, y)}
 
 
+#: SGD updates all parameters with one multi-tensor kernel per operation instead of a Python loop
+#: over them: the same arithmetic in the same order, so the same bits (a test checks it), for less
+#: time per step on CPU, where torch does not choose it itself (docs/speed.md, "Bit-safe savings").
+SGD_FOREACH = True
+
+
 def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-            nesterov=cfg.nesterov and cfg.momentum > 0,
+            nesterov=cfg.nesterov and cfg.momentum > 0, foreach=SGD_FOREACH,
         )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
