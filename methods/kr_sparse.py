@@ -10,19 +10,22 @@ switch it off. For each supervised site g, T_g the teacher's map, S_g the studen
     P^S_g  = softmax_c(a_g(S_g) / τ)            a_g: 1×1 conv C_S→C_T + BN (training-only adapter)
     P̃^T_g  = top-⌈ρ·C_T⌉ of P^T_g, rest zeroed, renormalised;  M_g its support mask
     L_KR,g = τ² · mean_{b,h,w} [ − Σ_c P̃^T_g · log P^S_g ]
-    ∂L/∂(a_g(S_g)/τ) ← (M_g + ε(1 − M_g)) ⊙ ∂L/∂(a_g(S_g)/τ)          the penalized gradient (a hook)
+    ∂L/∂(a_g(S_g)/τ) ← (M_g + ε(1 − M_g)) ⊙ ∂L/∂(a_g(S_g)/τ)          the penalized gradient
     L      = CE(z_s, y) + β · Σ_g L_KR,g  (+ γ · τ_KD² · KL, vanilla KD, γ = 0 by default)
 
 ``level`` picks the sites (stage outputs, or every block), paired by relative depth; ``teacher_map``
 reads T_g before the stage's closing ReLU (``preact``) or after it (``output``); a larger map is
 average-pooled to the smaller's size. Why each choice, and what it changes: docs/methods.md,
-``kr_sparse``.
+``kr_sparse``. The code computes the same quantities in fewer passes over C_T-wide maps (top-k of the
+logits, the loss and its penalized gradient written out, the adapter's BN folded into its conv);
+tests check them against the equations as first implemented.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,36 +42,74 @@ def support_size(rho: float, channels: int) -> int:
     return max(1, min(channels, math.ceil(round(rho * channels, 9))))
 
 
-def sparse_recode(p: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the ``keep`` largest entries of ``p`` along dim 1, renormalise them to sum to one.
-    Returns (P̃, M) with M the 0/1 support mask, both shaped like ``p``."""
-    # The top-k along the channels, taken on a view where they are the contiguous last dimension:
-    # along dim 1 of an NCHW map it is several times slower. The set matters, not its order.
-    p_last = p.movedim(1, -1)
-    idx = p_last.contiguous().topk(keep, dim=-1, sorted=False).indices
-    mask = torch.zeros_like(p_last).scatter_(-1, idx, 1.0).movedim(-1, 1)
-    kept = p * mask
-    return kept / kept.sum(dim=1, keepdim=True), mask
+def sparse_target(teacher_map: torch.Tensor, tau: float, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """P̃^T at every location as its ``keep`` non-zero entries: (indices, values), both B×H×W×keep.
+
+    Softmax is monotonic, so the top entries of P^T are those of T/τ, and P̃^T (P^T renormalised
+    over them) is the softmax of the kept logits alone: neither needs the C-wide softmax. The
+    channels are the last dimension (a view of a channels-last map), where top-k is fastest; the set
+    matters, not its order."""
+    u = teacher_map.movedim(1, -1)
+    if tau != 1.0:
+        u = u / tau
+    idx = top_indices(u, keep)
+    return idx, F.softmax(u.gather(-1, idx), dim=-1)
 
 
-def penalize_gradient(z: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tensor:
-    """Identity forward; backward multiplies the gradient by M + ε(1 − M)."""
-    if z.requires_grad and eps != 1.0:
-        scale = mask + eps * (1.0 - mask)
-        z.register_hook(lambda grad: grad * scale)
-    return z
+def top_indices(u: torch.Tensor, keep: int) -> torch.Tensor:
+    """The indices of the ``keep`` largest entries along the last dimension, in no order.
+
+    On CPU, NumPy's partition (a SIMD introselect) finds them several times faster than
+    ``torch.topk``, which sorts row by row; the set is the same but for the order of ties."""
+    if u.device.type != "cpu" or keep == u.shape[-1]:
+        return u.topk(keep, dim=-1, sorted=False).indices
+    values = u.detach().to(torch.promote_types(u.dtype, torch.float32)).contiguous().numpy()
+    cut = u.shape[-1] - keep
+    return torch.from_numpy(np.argpartition(values, cut, axis=-1)[..., cut:]).to(torch.int64)
+
+
+class SparseCrossEntropy(torch.autograd.Function):
+    """−Σ_c P̃_c log softmax(z)_c at every location (channels last), its gradient penalized off the
+    support P̃ is given on.
+
+    Written out so that nothing C-wide is formed but z's log-normaliser and, in the backward pass,
+    softmax(z): as Σ_c P̃_c = 1 the loss is logsumexp(z) − Σ_kept P̃_c z_c, and its gradient
+    softmax(z)_c − P̃_c, times 1 on the support and ε off it."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, idx: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+        z = z.to(torch.promote_types(z.dtype, torch.float32))  # bf16 autocast: in fp32
+        lse = torch.logsumexp(z, dim=-1, keepdim=True)
+        kept = z.gather(-1, idx)
+        ctx.save_for_backward(z, lse, kept, idx, target)
+        ctx.eps = eps
+        return lse.squeeze(-1) - (target * kept).sum(dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        z, lse, kept, idx, target = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        on_support = ((kept - lse).exp_() - target) * grad  # 1 · (softmax − P̃)
+        grad_z = (z - lse).exp_().mul_(ctx.eps * grad)  # ε · softmax
+        return grad_z.scatter_(-1, idx, on_support), None, None, None
 
 
 def kr_loss(
     student_map: torch.Tensor, teacher_map: torch.Tensor, tau: float, rho: float, eps: float
 ) -> torch.Tensor:
-    """L_KR for one site: adapted student map and teacher map, both B×C_T×H×W."""
+    """L_KR for one site, its gradient penalized: adapted student map and teacher map, both
+    B×C_T×H×W."""
+    z = student_map.movedim(1, -1)
+    if tau != 1.0:
+        z = z / tau
+    return sparse_kr_loss(z, teacher_map, tau, rho, eps)
+
+
+def sparse_kr_loss(z: torch.Tensor, teacher_map: torch.Tensor, tau: float, rho: float, eps: float) -> torch.Tensor:
+    """L_KR for one site from z = a_g(S_g)/τ, channels last (B×H×W×C_T), and T_g (B×C_T×H×W)."""
     with torch.no_grad():
-        p_t = F.softmax(teacher_map / tau, dim=1)
-        target, mask = sparse_recode(p_t, support_size(rho, p_t.shape[1]))
-    z = penalize_gradient(student_map / tau, mask, eps)
-    cross_entropy = -(target * F.log_softmax(z, dim=1)).sum(dim=1)  # B×H×W
-    return tau**2 * cross_entropy.mean()
+        idx, target = sparse_target(teacher_map, tau, support_size(rho, teacher_map.shape[1]))
+    return tau**2 * SparseCrossEntropy.apply(z, idx, target, eps).mean()
 
 
 def adapter(c_s: int, c_t: int) -> nn.Sequential:
@@ -76,6 +117,39 @@ def adapter(c_s: int, c_t: int) -> nn.Sequential:
     conv = nn.Conv2d(c_s, c_t, kernel_size=1, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     return nn.Sequential(conv, nn.BatchNorm2d(c_t))
+
+
+def adapted(a: nn.Sequential, x: torch.Tensor, size: tuple[int, int], tau: float) -> torch.Tensor:
+    """a(x)/τ average-pooled to ``size``, channels last (B×h×w×C_T), computed as one linear map of x.
+
+    In training, a 1×1 conv followed by BN is affine in x with coefficients set by the batch: BN's
+    mean and variance of W·x are W·mean(x) and the diagonal of W·Cov(x)·Wᵀ. Folding them (and 1/τ)
+    into the weights applies the adapter to the C_S-wide map, pooled first (pooling is linear too),
+    instead of normalising a C_T-wide one; the gradient still flows through the batch statistics.
+    BN's running statistics are updated as BN would, though no evaluation reads them."""
+    conv, bn = a
+    w = conv.weight.flatten(1).double()  # C_T×C_S; the statistics in float64, where they cost little
+    flat = x.movedim(1, -1).reshape(-1, x.shape[1]).double()
+    mean = flat.mean(dim=0)
+    centred = flat - mean
+    cov = centred.T @ centred / flat.shape[0]
+    var = ((w @ cov) * w).sum(dim=1)
+    if bn.training and bn.track_running_stats:
+        _update_running_stats(bn, w @ mean, var, flat.shape[0])
+    scale = bn.weight / torch.sqrt(var + bn.eps) / tau
+    bias = bn.bias / tau - (w @ mean) * scale
+    dtype = torch.promote_types(x.dtype, conv.weight.dtype)
+    if tuple(x.shape[2:]) != size:
+        x = F.adaptive_avg_pool2d(x, size)
+    return F.linear(x.movedim(1, -1).to(dtype), (w * scale.unsqueeze(1)).to(dtype), bias.to(dtype))
+
+
+@torch.no_grad()
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+    bn.num_batches_tracked += 1
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+    bn.running_var.lerp_((var * n / max(n - 1, 1)).to(bn.running_var.dtype), momentum)
 
 
 def relative_index(i: int, n_from: int, n_to: int) -> int:
@@ -140,10 +214,13 @@ class KRSparse(Method):
         preact = hp["teacher_map"] == "preact"
         kr = torch.zeros((), device=y.device)
         for (sp, tp), a in zip(self.sites, self.adapters):
-            s_map = a(point_map(s, sp, preact=False))
+            s_map = point_map(s, sp, preact=False)
             t_map = point_map(t, tp, preact=preact)
-            s_map, t_map = same_size(s_map, t_map)
-            kr = kr + kr_loss(s_map, t_map, hp["tau"], hp["rho"], hp["eps"])
+            size = (min(s_map.shape[2], t_map.shape[2]), min(s_map.shape[3], t_map.shape[3]))
+            if tuple(t_map.shape[2:]) != size:
+                t_map = F.adaptive_avg_pool2d(t_map, size)
+            z = adapted(a, s_map, size, hp["tau"])
+            kr = kr + sparse_kr_loss(z, t_map, hp["tau"], hp["rho"], hp["eps"])
         terms = {"ce": F.cross_entropy(s.logits, y), "kr": hp["beta"] * kr}
         if hp["gamma"] > 0:
             terms["kd"] = hp["gamma"] * kd_loss(s.logits, t.logits, hp["T"])
@@ -156,12 +233,3 @@ class KRSparse(Method):
                       for (sp, tp), a in zip(self.sites, self.adapters)],
         }
 
-
-def same_size(s_map: torch.Tensor, t_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive-average-pool the larger of the two maps to the smaller one's spatial size."""
-    size = (min(s_map.shape[2], t_map.shape[2]), min(s_map.shape[3], t_map.shape[3]))
-    if tuple(s_map.shape[2:]) != size:
-        s_map = F.adaptive_avg_pool2d(s_map, size)
-    if tuple(t_map.shape[2:]) != size:
-        t_map = F.adaptive_avg_pool2d(t_map, size)
-    return s_map, t_map

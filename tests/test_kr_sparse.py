@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from kdbench.api.errors import ConfigError
 from kdbench.api.method import MethodContext, forward_taps_for
 from kdbench.api.registry import get_method, resolve_hyperparameters
-from kdbench.methods.kr_sparse import (kr_loss, penalize_gradient, relative_index, site_pairs, sparse_recode,
-                                       support_size)
+from kdbench.methods.kr_sparse import (adapted, adapter, kr_loss, relative_index, site_pairs, sparse_target,
+                                       support_size, top_indices)
 from kdbench.models import build_model
 from kdbench.train.teacher import freeze
 
@@ -32,24 +32,82 @@ def test_support_size_is_ceil_rho_c(rho, channels, keep):
     assert support_size(rho, channels) == keep
 
 
+def reference_kr_loss(student_map, teacher_map, tau, rho, eps):
+    """The loss as first written (C-wide softmax, mask and scale, a gradient hook): the fast one must
+    give its values and gradients."""
+    with torch.no_grad():
+        p = F.softmax(teacher_map / tau, dim=1)
+        idx = p.movedim(1, -1).topk(support_size(rho, p.shape[1]), dim=-1).indices
+        mask = torch.zeros_like(p.movedim(1, -1)).scatter_(-1, idx, 1.0).movedim(-1, 1)
+        target = p * mask / (p * mask).sum(dim=1, keepdim=True)
+    z = student_map / tau
+    if z.requires_grad:
+        scale = mask + eps * (1.0 - mask)
+        z.register_hook(lambda grad: grad * scale)
+    return tau**2 * -(target * F.log_softmax(z, dim=1)).sum(dim=1).mean()
+
+
 @pytest.mark.parametrize("rho", [0.1, 0.25, 0.5, 1.0])
 def test_recoding_keeps_exactly_the_top_entries_and_sums_to_one(rho):
     t, _ = maps()
+    keep = support_size(rho, t.shape[1])
+    idx, values = sparse_target(t, 1.0, keep)
+    assert idx.shape == values.shape == (t.shape[0], t.shape[2], t.shape[3], keep)
+    torch.testing.assert_close(values.sum(dim=-1), torch.ones(values.shape[:-1], dtype=values.dtype))
+    # independently, location by location: the kept set is the top-`keep` of P^T by sorting, values rescaled
     p = F.softmax(t, dim=1)
-    keep = support_size(rho, p.shape[1])
-    recoded, mask = sparse_recode(p, keep)
-    assert torch.equal(mask.sum(dim=1), torch.full(p.shape[:1] + p.shape[2:], float(keep), dtype=p.dtype))
-    torch.testing.assert_close(recoded.sum(dim=1), torch.ones_like(recoded.sum(dim=1)))
-    # independently, location by location: the kept set is the top-`keep` by sorting, values rescaled
     flat_p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
-    flat_r = recoded.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
-    for row_p, row_r in zip(flat_p, flat_r):
+    for row_p, row_i, row_v in zip(flat_p, idx.reshape(-1, keep), values.reshape(-1, keep)):
         order = sorted(range(len(row_p)), key=lambda c: -float(row_p[c]))
-        top = set(order[:keep])
+        top = order[:keep]
+        assert set(row_i.tolist()) == set(top)
         total = sum(float(row_p[c]) for c in top)
-        for c in range(len(row_p)):
-            expected = float(row_p[c]) / total if c in top else 0.0
-            assert math.isclose(float(row_r[c]), expected, rel_tol=1e-12, abs_tol=1e-15)
+        for c, v in zip(row_i.tolist(), row_v.tolist()):
+            assert math.isclose(v, float(row_p[c]) / total, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("shape, keep", [((5000, 32), 8), ((700, 64), 16), ((300, 128), 32), ((50, 7), 7)])
+def test_top_indices_is_the_top_k_set(shape, keep):
+    u = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    ours = top_indices(u, keep).sort(dim=-1).values
+    torch_topk = u.topk(keep, dim=-1).indices.sort(dim=-1).values
+    assert torch.equal(ours, torch_topk)  # random values: no ties, so the sets are unique
+
+
+@pytest.mark.parametrize("tau, rho, eps", [(1.0, 0.25, 0.1), (2.0, 0.5, 0.3), (0.7, 1.0, 1.0), (1.0, 0.1, 0.0)])
+def test_loss_and_gradient_equal_the_first_implementation(tau, rho, eps):
+    t, s0 = maps(seed=4, b=4, c=16, h=5, w=6)
+    s1, s2 = s0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+    ours, first = kr_loss(s1, t, tau, rho, eps), reference_kr_loss(s2, t, tau, rho, eps)
+    ours.backward()
+    first.backward()
+    torch.testing.assert_close(ours, first, rtol=1e-13, atol=0)
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-12, atol=1e-17)
+
+
+def test_folded_adapter_is_conv_then_batch_norm_in_training():
+    """adapted() applies conv + BN (batch statistics) as one linear map of the pooled input: the same
+    values and gradients as the two modules, and the same running statistics afterwards."""
+    torch.manual_seed(5)
+    x0 = torch.randn(6, 3, 8, 8, dtype=torch.float64) * 2 + 1
+    folded, modules = adapter(3, 5).double(), adapter(3, 5).double()
+    modules.load_state_dict(folded.state_dict())
+    with torch.no_grad():
+        folded[1].weight.uniform_(0.5, 2)
+        folded[1].bias.uniform_(-1, 1)
+        modules.load_state_dict(folded.state_dict())
+    x1, x2 = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+    ours = adapted(folded, x1, (4, 4), tau=2.0)
+    plain = F.adaptive_avg_pool2d(modules(x2), (4, 4)).movedim(1, -1) / 2.0
+    torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(plain.shape, dtype=torch.float64)
+    (ours * weights).sum().backward()
+    (plain * weights).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-12)
+    for p1, p2 in zip(folded.parameters(), modules.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-10, atol=1e-12)
+    for b1, b2 in zip(folded.buffers(), modules.buffers()):
+        torch.testing.assert_close(b1, b2, rtol=1e-12, atol=1e-12)
 
 
 def test_hand_computed_loss_on_one_location():
@@ -85,29 +143,19 @@ def test_rho_one_eps_one_is_plain_cross_entropy_to_the_teacher(tau):
     torch.testing.assert_close(s1.grad, tau * (F.softmax(s0 / tau, dim=1) - p_t) / n, rtol=1e-10, atol=1e-15)
 
 
-def test_hook_scales_off_support_gradients_by_eps():
+def test_gradient_off_the_support_is_scaled_by_eps():
     t, s0 = maps(seed=2)
     rho, eps = 0.25, 0.1
     s_pen = s0.clone().requires_grad_(True)
     s_free = s0.clone().requires_grad_(True)
     kr_loss(s_pen, t, tau=1.0, rho=rho, eps=eps).backward()
     kr_loss(s_free, t, tau=1.0, rho=rho, eps=1.0).backward()  # same loss, no penalty
-    _, mask = sparse_recode(F.softmax(t, dim=1), support_size(rho, t.shape[1]))
-    on, off = mask.bool(), ~mask.bool()
+    idx, _ = sparse_target(t, 1.0, support_size(rho, t.shape[1]))
+    on = torch.zeros(t.movedim(1, -1).shape, dtype=torch.bool).scatter_(-1, idx, True).movedim(-1, 1)
+    off = ~on
     torch.testing.assert_close(s_pen.grad[on], s_free.grad[on], rtol=0, atol=0)
     torch.testing.assert_close(s_pen.grad[off], eps * s_free.grad[off], rtol=1e-15, atol=0)
     assert s_free.grad[off].abs().min() > 0  # off-support gradients exist: the check is not vacuous
-
-
-def test_penalize_gradient_is_identity_forward_and_ignores_no_grad_tensors():
-    z = torch.randn(2, 3, requires_grad=True)
-    mask = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
-    out = penalize_gradient(z, mask, 0.5)
-    assert out is z
-    (out * torch.arange(6.0).view(2, 3)).sum().backward()
-    torch.testing.assert_close(z.grad, torch.tensor([[0.0, 0.5, 1.0], [1.5, 4.0, 5.0]]))
-    frozen = torch.randn(2, 3)
-    assert penalize_gradient(frozen, mask, 0.5) is frozen  # nothing to hook, nothing raised
 
 
 def test_relative_depth_pairing():
