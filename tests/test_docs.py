@@ -1,8 +1,10 @@
-"""The methods are documented in the repository: a section per registered plugin, and no pointer to
-a specification that lives outside it."""
+"""The documentation is true to the repository: a section per registered plugin, no pointer to a
+specification that lives outside it, links that resolve, and figures quoted from the reference
+report that are the committed ones."""
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -191,3 +193,85 @@ def test_the_link_checks_catch_what_they_look_for(tmp_path):
     assert code_link_problems(text, tmp_path) == [
         f"{d}c.md: no such page", f'{d}a.md, "No such": no such heading',
         f'points at a {readme} section: ...{readme}, "...']
+
+
+# ------------------------------------------------------------------------------ reference figures
+#
+# A figure a page quotes from the committed reference is a link to the cell it comes from: the CSV
+# (under report/reference/) and, as the link's title, the row (its value in the CSV's `label` column,
+# or its first column where there is none; `*` for every row, which must then agree) and the column:
+#     [82.55](../report/reference/default/summary.csv "vanilla_kd final_acc_mean")
+# The page writes the number as it likes (decimals, sign, thousands commas, − for minus); the check
+# rounds the cell the same way. A figure that is not from the reference names its command, date and
+# machine instead (docs/speed.md).
+
+REFERENCE = ROOT / "report" / "reference"
+REFERENCE_FIGURE = re.compile(r'\[([^\[\]]+)\]\(([^)\s]*report/reference/[^)\s]+\.csv) "(\S+) ([^"]+)"\)')
+
+
+def as_shown(cell: str, shown: str) -> str:
+    """``cell`` written the way ``shown`` writes a number (its decimals, sign and grouping, with −
+    for minus); a cell quoted as text is compared as it is."""
+    number = shown.replace("−", "-")
+    if not re.fullmatch(r"[+-]?\d[\d,]*(\.\d+)?", number) or not re.fullmatch(r"[+-]?[\d.]+(e[+-]?\d+)?", cell):
+        return cell
+    spec = ("+" if number.startswith("+") else "") + ("," if "," in number else "")
+    written = format(float(cell), f"{spec}.{len(number.partition('.')[2])}f")
+    return written.replace("-", "−") if "−" in shown else written
+
+
+def reference_figure_problems(path: Path) -> list[str]:
+    """The figures of page ``path`` linked to a reference cell that does not say the same."""
+    problems = []
+    for shown, target, row, column in REFERENCE_FIGURE.findall(path.read_text()):
+        table = (path.parent / target).resolve()
+        if REFERENCE not in table.parents or not table.is_file():
+            problems.append(f"{path.name}: {shown} links {target}, not a committed reference CSV")
+            continue
+        with table.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        key = "label" if "label" in rows[0] else next(iter(rows[0]))
+        said = {as_shown(r[column], shown) for r in rows if row in ("*", r[key])} if column in rows[0] else set()
+        if said != {shown}:
+            problems.append(f'{path.name}: {shown} for "{row} {column}" of {table.relative_to(ROOT)}, '
+                            f"which says {sorted(said) or 'nothing'}")
+    return problems
+
+
+def test_every_reference_figure_in_the_pages_is_the_committed_one():
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    assert [p for page in pages for p in reference_figure_problems(page)] == []
+    quoted = sum(len(REFERENCE_FIGURE.findall(page.read_text())) for page in pages)
+    assert quoted >= 50, "almost no linked reference figures found: is the pattern right?"
+
+
+def test_the_reference_figure_check_catches_a_stale_figure(tmp_path):
+    """On a made-up page in a folder beside the real reference, so the links resolve as from docs/."""
+    s = "../report/reference/default/summary.csv"
+    text = (f'[80.87]({s} "student_ce final_acc_mean") [+1.68]({s} "vanilla_kd delta_vs_student_ce_mean") '
+            f'[−0.45]({s} "vanilla_kd delta_vs_student_ce_ci_low") [not separated]({s} "vanilla_kd verdict_vs_student_ce") '
+            f'[4,352]({s} "srrl extra_trainable_params") [90.51](../report/reference/default/runs.csv "* teacher_acc") '
+            f'[+2.12]({s} "vanilla_kd delta_vs_student_ce_mean") [−2.99]({s} "kr_sparse verdict_vs_student_ce") '
+            f'[1.7]({s} "vanilla_kd nope") [3](../report/reference/default/runs.csv "* seed") [1](../report/reference/../../x.csv "x y")')
+    fake = tmp_path / "docs" / "a.md"
+    fake.parent.mkdir()
+    fake.write_text(text)
+    (tmp_path / "report").symlink_to(ROOT / "report")
+    problems = [p.replace(str(tmp_path), "") for p in reference_figure_problems(fake)]
+    assert problems == [
+        'a.md: +2.12 for "vanilla_kd delta_vs_student_ce_mean" of report/reference/default/summary.csv, which says [\'+1.68\']',
+        'a.md: −2.99 for "kr_sparse verdict_vs_student_ce" of report/reference/default/summary.csv, which says [\'worse\']',
+        'a.md: 1.7 for "vanilla_kd nope" of report/reference/default/summary.csv, which says nothing',
+        'a.md: 3 for "* seed" of report/reference/default/runs.csv, which says [\'0\', \'1\', \'2\']',
+        "a.md: 1 links ../report/reference/../../x.csv, not a committed reference CSV",
+    ]
+
+
+def test_the_reproduction_advice_counts_the_reference_methods_right():
+    """docs/verdicts.md counts the reference's methods too spread for compare to place within ±1 at
+    3 seeds a side: a count over a column, so not a linked cell."""
+    with (REFERENCE / "default" / "summary.csv").open(newline="") as f:
+        stds = [float(r["final_acc_std"]) for r in csv.DictReader(f)]
+    wide = sum(sd > 0.57 for sd in stds)
+    assert "deviation is above about 0.57 points" in (DOCS / "verdicts.md").read_text()
+    assert f"that is {wide} of the {len(stds)} methods" in " ".join((DOCS / "verdicts.md").read_text().split())

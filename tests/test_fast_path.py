@@ -1,5 +1,6 @@
 """The fast-path options (precision, layout, compilation, determinism): validated, recorded and
-hashed; bf16 trains every method to finite losses on CPU; no training step waits for the device."""
+hashed; bf16 trains every method to finite losses on CPU. (The test that no step waits for the
+device is in tests/test_no_sync.py.)"""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from kdbench.api.errors import ConfigError
-from kdbench.api.method import Method, MethodContext, TeacherData
+from kdbench.api.method import MethodContext, TeacherData
 from kdbench.api.registry import get_method, method_names
 from kdbench.cli import main
 from kdbench.config.fast_path import FastPath
@@ -22,12 +22,9 @@ from kdbench.models import build_model, to_device
 from kdbench.models.pair import build_student, build_teacher
 from kdbench.run.plan import cell_config, plan
 from kdbench.train import fast_path
-from kdbench.train import loop as trainer
 from kdbench.train.environment import set_determinism
 from kdbench.train.fast_path import CompiledOrEager
 from kdbench.train.teacher import freeze, teacher_config_hash
-
-from tests.plugins import registered
 
 
 def smoke(**fast) -> dict:
@@ -119,59 +116,6 @@ def test_compiled_functions_run_compiled_and_fall_back_with_a_note(monkeypatch):
     with fast_path.eager(model):
         assert "forward_taps" not in model.__dict__
     assert model.forward_taps is wrapped
-
-
-class NoSync:
-    """Any read of a tensor's value into Python while armed is a host synchronisation: it raises."""
-
-    armed, steps = False, 0
-
-    def __init__(self, monkeypatch) -> None:
-        for name in ("__bool__", "item", "tolist", "__float__", "__int__"):
-            real = getattr(torch.Tensor, name)
-
-            def guarded(self_, *a, _real=real, _name=name, **kw):
-                if NoSync.armed:
-                    raise AssertionError(f"Tensor.{_name} in a training step: a host sync")
-                return _real(self_, *a, **kw)
-            monkeypatch.setattr(torch.Tensor, name, guarded)
-        real_step = trainer._step
-
-        def step(*args, **kw):
-            NoSync.armed, NoSync.steps = True, NoSync.steps + 1
-            try:
-                return real_step(*args, **kw)
-            finally:
-                NoSync.armed = False
-        monkeypatch.setattr(trainer, "_step", step)
-
-
-class ReadsItsLoss(Method):
-    """Reads its loss into Python every step, as a logging line in a plugin would."""
-
-    name = "reads_its_loss"
-    paper = "test plugin"
-
-    def losses(self, s, t, y, progress):
-        ce = F.cross_entropy(s.logits, y)
-        self.last = ce.item()
-        return {"ce": ce}
-
-
-def test_no_training_step_reads_a_tensor_into_python(needs_fashion_mnist, tmp_path, monkeypatch):
-    raw = {**smoke(), "name": "nosync", "train_size": 300, "test_size": 100,
-           "train": {**smoke()["train"], "epochs": 1}}
-    raw["teacher"]["train_size"] = 300
-    raw["methods"] = [*method_names(), "reads_its_loss"]
-    path = tmp_path / "nosync.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    NoSync(monkeypatch)
-    with registered(ReadsItsLoss):
-        assert main(["run", str(path), "--seeds", "0", "--results-dir", str(tmp_path), "--no-progress"]) == 0
-    recs = {r["method"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "nosync" / "runs").glob("*.json"))}
-    assert NoSync.steps >= 3 * len(recs)
-    assert recs.pop("reads_its_loss")["error"].startswith("AssertionError: Tensor.item in a training step")
-    assert sorted(recs) == method_names() and [r["error"] for r in recs.values() if r["status"] != "ok"] == []
 
 
 def test_the_cifar100_suite_sets_its_per_method_hyperparameters(tmp_path):

@@ -6,8 +6,9 @@ updates every live cell on that batch. Each cell steps under its own random stat
 timer, and an exception in one cell ends that cell alone, so a cell's result and cost do not depend
 on which cells share its stream.
 
-No step waits for the device: a non-finite loss is noted on the device (the step, and its terms) and
-read once per cell at the epoch's end, when the cell ends as ``diverged`` at the step it diverged.
+The loop's own part of a step does not wait for the device (tests/test_no_sync.py, docs/speed.md): a
+non-finite loss is noted on the device (the step, and its terms) and read once per cell at the
+epoch's end, when the cell ends as ``diverged`` at the step it diverged.
 """
 
 from __future__ import annotations
