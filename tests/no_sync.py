@@ -26,7 +26,9 @@ from kdbench.train import loop as trainer
 from torch.overrides import TorchFunctionMode
 
 #: Tensor methods that hand a tensor's value to Python (patched, caught wherever called from).
-VALUE_READS = ("__bool__", "item", "tolist", "__float__", "__int__", "__index__", "__complex__", "numpy")
+#: ``.numpy()`` is not one: it never waits, since a GPU tensor refuses it (kr_sparse uses it for a
+#: CPU-only top-k).
+VALUE_READS = ("__bool__", "item", "tolist", "__float__", "__int__", "__index__", "__complex__")
 #: Calls that return a Python value computed from the tensors, or copy them to the host.
 HOST_RESULTS = frozenset({"equal", "allclose", "is_nonzero", "cpu"})
 #: Calls whose output's size depends on the tensors' values.

@@ -32,7 +32,6 @@ WAITS = {
     "converts_to_int": (lambda z, y: int(y[0]), "Tensor.__int__ in"),
     "converts_to_complex": (lambda z, y: complex(z[0, 0]), "Tensor.__complex__ in"),
     "indexes_a_list_by_a_tensor": (lambda z, y: [0, 1][y[0] % 2], "Tensor.__index__ in"),
-    "converts_to_numpy": (lambda z, y: z.numpy(), "Tensor.numpy in"),
     "copies_to_the_cpu": (lambda z, y: z.cpu(), "cpu brings its result to the host in"),
     "compares_with_equal": (lambda z, y: torch.equal(z, z), "equal brings its result to the host in"),
     "compares_with_allclose": (lambda z, y: torch.allclose(z, z), "allclose brings its result to the host in"),
