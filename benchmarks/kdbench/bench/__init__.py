@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from kdbench.bench import bregman_sweep, executors, kernel_cost, layout, lockstep, speed
+from kdbench.bench import bregman_sweep, executors, kernel_cost, layout, lockstep, speed, suite
 
 #: The command names, in the order ``kdbench bench --help`` lists them.
 BENCHES: dict[str, ModuleType] = {
+    "suite": suite,
     "speed": speed,
     "lockstep": lockstep,
     "layout": layout,

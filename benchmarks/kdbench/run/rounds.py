@@ -93,7 +93,13 @@ def done_record(run: CellRun) -> dict | None:
 
 def run_here(p: Prepared, bar: Progress, say: Callable[[str], None]) -> list[dict]:
     """Every cell of ``p`` in this process (a tuned suite's trials first); returns the suite's records."""
-    shared, trials = shared_runs(p, say)
+    return run_planned(p, shared_runs(p, say), bar, say)
+
+
+def run_planned(p: Prepared, runs: tuple[SharedRun, SharedRun | None], bar: Progress,
+                say: Callable[[str], None]) -> list[dict]:
+    """:func:`run_here` once the teacher is ready: ``runs`` is what :func:`shared_runs` returned."""
+    shared, trials = runs
     trial_records = run_cells(p.trials, trials, p.request, bar, say) if trials else None
     return run_cells(final_specs(p, trials, say, trial_records), shared, p.request, bar, say)
 

@@ -1,0 +1,119 @@
+"""Time to result: a whole suite from scratch, in a temporary results folder, and where its wall time
+went (the data and checks, the teacher, each seed group and the offline targets inside it, the
+report), with the machine it ran on and how loaded that machine was before and after.
+
+It is the figure a user waits for after set-up, so it runs what ``kdbench run SUITE`` then
+``kdbench report SUITE`` run, phase by phase, in this process. ``--reuse-teacher`` links in the
+teacher (and offline targets) cached under ``--results-dir`` instead of training it.
+
+Run as ``kdbench bench suite [SUITE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+from kdbench.bench.common import add_teacher_cache, count, markdown_table, scratch_results, teachers_folder
+from kdbench.config.suite import load_suite
+from kdbench.report import build_reports
+from kdbench.run.plan import prepare
+from kdbench.run.progress import Progress
+from kdbench.run.request import RunRequest
+from kdbench.run.rounds import run_planned, shared_runs
+from kdbench.train.environment import processor_model, resolve_device
+
+SUMMARY = "a whole suite from scratch (teacher included): wall time, its split, the machine and its load"
+
+#: The environment variables that set how OpenMP's waiting threads behave (docs/speed.md).
+WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", nargs="?", default="default", help="suite name or YAML path (default default)")
+    parser.add_argument("--threads", type=count, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
+    parser.add_argument("--reuse-teacher", action="store_true",
+                        help="read the teacher and offline targets cached under --results-dir instead of training them")
+    add_teacher_cache(parser)
+
+
+def group_rows(records: list[dict]) -> list[tuple[str, float, float]]:
+    """Per seed group, in run order: its name, its wall seconds and the seconds its cells spent
+    before their first step (building, and computing or reading offline targets)."""
+    by_seed: dict[int, list[dict]] = {}
+    for r in records:
+        by_seed.setdefault(r["seed"], []).append(r)
+    rows = []
+    for seed, recs in by_seed.items():
+        wall = max(r["group"]["wall_s"] for r in recs if r.get("group"))
+        setup = sum(r["time_split"]["setup_s"] for r in recs if r.get("time_split"))
+        rows.append((f"seed {seed} group ({len(recs)} cells)", wall, setup))
+    return rows
+
+
+def split_table(phases: list[tuple[str, float]], groups: list[tuple[str, float, float]], total: float) -> str:
+    """``phases``: data, teacher, all the cells, report (wall seconds); the cells' phase is broken
+    down into its groups and what ran between them."""
+    def row(name: str, seconds: float) -> list[str]:
+        return [name, f"{seconds:.1f}", f"{100 * seconds / total:.0f}%"]
+
+    (data, data_s), (teacher, teacher_s), (_, cells_s), (report, report_s) = phases
+    rows = [row(data, data_s), row(teacher, teacher_s)]
+    for name, wall, setup in groups:
+        rows += [row(name, wall), row("  of which building cells and offline targets", setup)]
+    rows += [row("records and claims between groups", cells_s - sum(wall for _, wall, _ in groups)),
+             row(report, report_s), ["**total**", f"**{total:.1f}**", "100%"]]
+    return markdown_table(["phase", "wall s", "share"], rows)
+
+
+def machine_line(device: torch.device) -> str:
+    wait = ", ".join(f"{k}={os.environ[k]}" for k in WAIT_SETTINGS if k in os.environ) or "OpenMP defaults"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else processor_model()
+    return (f"machine: {where}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, {wait}")
+
+
+def load_line(when: str) -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teachers = teachers_folder(args.results_dir) if args.reuse_teacher else None
+    print(f"suite {suite.name}: {len(suite.methods)} methods x {len(suite.seeds)} seeds, {suite.train.epochs} "
+          f"epochs, teacher {'reused from ' + str(teachers) if teachers else 'trained from scratch'}")
+    print(machine_line(device))
+    print(load_line("before"), flush=True)
+    with scratch_results(teachers) as tmp:
+        phases, records, total = timed_phases(RunRequest(suite, device=args.device, results_dir=str(tmp), progress=False),
+                                              tmp / "report")
+    print(load_line("after"))
+    bad = [f"{r['label']} seed {r['seed']}: {r['status']}" for r in records if r["status"] != "ok"]
+    print(f"\n{len(records)} records, {len(records) - len(bad)} ok{': not ok ' + '; '.join(bad) if bad else ''}")
+    print(f"\nwall time of the whole suite: {total:.1f} s\n")
+    print(split_table(phases, group_rows(records), total))
+    return 0
+
+
+def timed_phases(request: RunRequest, report_dir: Path) -> tuple[list[tuple[str, float]], list[dict], float]:
+    """Run ``request`` as ``kdbench run`` then ``kdbench report`` do, timing each phase; the groups'
+    own times come from their records."""
+    marks = [time.perf_counter()]
+    p = prepare(request)
+    marks.append(time.perf_counter())
+    runs = shared_runs(p, lambda line: print(f"  {line}", flush=True))
+    marks.append(time.perf_counter())
+    records = run_planned(p, runs, Progress(0, enabled=False), lambda line: print(f"  {line}", flush=True))
+    marks.append(time.perf_counter())
+    build_reports([request.suite.name], request.results_dir, report_dir)
+    marks.append(time.perf_counter())
+    names = ["data and checks", "teacher (trained or verified)", "cells", "report"]
+    return [(n, b - a) for n, a, b in zip(names, marks, marks[1:])], records, marks[-1] - marks[0]
