@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from kdbench.bench import bregman_sweep, executors, kernel_cost, layout, lockstep, speed, suite
+from kdbench.bench import bregman_sweep, executors, kernel_cost, layout, lockstep, speed, suite, wait_policy
 
 #: The command names, in the order ``kdbench bench --help`` lists them.
 BENCHES: dict[str, ModuleType] = {
@@ -20,4 +20,5 @@ BENCHES: dict[str, ModuleType] = {
     "executors": executors,
     "kernel-cost": kernel_cost,
     "bregman-sweep": bregman_sweep,
+    "wait-policy": wait_policy,
 }
