@@ -18,6 +18,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
+from os.path import commonprefix
 from pathlib import Path
 from typing import Callable
 
@@ -251,16 +252,44 @@ def checkpoint_state(suite: SuiteConfig) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: TappedModel, state: dict[str, torch.Tensor], suite: SuiteConfig) -> None:
-    """``state`` into the network (an adapted model's wrapped net), refused unless it fits exactly."""
-    target = model.weights_module().state_dict()
+    """``state`` into the network, refused unless it fits exactly: the user's file is a state dict of
+    the network itself (an adapted model's wrapped net); a ``teacher.pt`` kdbench trained holds the
+    whole adapter (keys under ``net.``), and fits the same model as well."""
+    for module in (model.weights_module(), model):
+        if _misfit(module.state_dict(), state) is None:
+            module.load_state_dict(state)
+            return
+    what, keys = _misfit(model.weights_module().state_dict(), state)
+    raise TeacherError(f"teacher.checkpoint {suite.teacher.checkpoint} does not fit {suite.teacher.model}: "
+                       f"it {what} {len(keys)} key(s), e.g. {keys[0]!r}{_prefix_hint(model, state)}")
+
+
+def _misfit(target: dict, state: dict) -> tuple[str, list[str]] | None:
+    """How ``state`` fails to fit ``target`` (what is wrong and the keys), or None when it fits."""
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     shapes = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
     for what, keys in (("lacks", missing), ("has unexpected", unexpected), ("has other shapes at", shapes)):
         if keys:
-            raise TeacherError(f"teacher.checkpoint {suite.teacher.checkpoint} does not fit {suite.teacher.model}: "
-                               f"it {what} {len(keys)} key(s), e.g. {keys[0]!r}")
-    model.weights_module().load_state_dict(state)
+            return what, keys
+    return None
+
+
+def _key_prefix(keys) -> str:
+    """The dotted prefix every key shares (``module.`` of a DataParallel save), or ''."""
+    common = commonprefix(list(keys))
+    return common[: common.rfind(".") + 1]
+
+
+def _prefix_hint(model: TappedModel, state: dict) -> str:
+    """``; its keys carry the prefix 'module.' that …'s lack`` when a common prefix is all that is wrong."""
+    target = set(model.weights_module().state_dict())
+    ours, theirs = _key_prefix(target), _key_prefix(state)
+    if theirs and {k[len(theirs):] for k in state} == target:
+        return f"; its keys all carry the prefix {theirs!r}, which the model's lack (save it without the prefix)"
+    if ours and {ours + k for k in state} == target:
+        return f"; its keys all lack the prefix {ours!r}, which the model's have (save it with the prefix)"
+    return ""
 
 
 def _from_checkpoint(suite, data, device, results_dir: Path, log, state) -> Teacher:
