@@ -106,7 +106,10 @@ FIELDS: tuple[Field, ...] = (
     Field("environment.python", TEXT, "", "Python version"),
     Field("environment.platform", TEXT, "", "operating system"),
     Field("environment.device", TEXT, "", "the torch device (cpu, cuda:0)"),
-    Field("environment.device_name", TEXT, "", "GPU name, or the processor"),
+    Field("environment.device_name", TEXT, "", "GPU name, or the processor's architecture (x86_64)"),
+    Field("environment.cpu_model", TEXT, "", "the processor's model (CPU bits hold per processor model and "
+          "thread count)"),
+    Field("environment.cpu_count", (int,), "CPUs", "logical CPUs the process could run on", **POSITIVE),
     Field("environment.threads", (int,), "threads", "torch CPU threads: CPU bits are equal only at equal threads",
        **POSITIVE),
     Field("environment.deterministic", (bool,), "", "deterministic kernels were on"),
