@@ -56,7 +56,10 @@ FIELDS: tuple[Field, ...] = (
     Field("method", TEXT, "", "the registered method plugin", "always"),
     Field("paper", TEXT, "", "where the method comes from"),
     Field("reconstructed", (bool,), "", "true when no code was released and the method was rebuilt from its paper"),
-    Field("hyperparameters", OBJECT, "", "every hyperparameter the method ran with, defaults resolved"),
+    Field("hyperparameters", OBJECT, "", "every hyperparameter the method ran with, defaults filled in, as the "
+          "suite asked for it"),
+    Field("hyperparameters_resolved", OBJECT, "", "the value used for each hyperparameter the plugin chose "
+          "itself (k: auto), by name; absent when it chose none"),
     Field("seed", (int,), "", "the cell's seed: student initialisation, data order, augmentation", "always",
        low=0.0, high=2.0**32 - 1),
     Field("trial", OBJECT, "", "a tuning trial's place in its method's search (trial records, under tuning/runs)"),
@@ -229,7 +232,7 @@ def problem(rec: Any) -> str | None:
 
 def undeclared(rec: dict) -> list[str]:
     """The fields of ``rec`` that the schema does not declare (objects a plugin fills are free-form)."""
-    free = ("config", "hyperparameters", "prepare", "extras", "diverged_at", "epochs[].loss", "trial.sampler",
+    free = ("config", "hyperparameters", "hyperparameters_resolved", "prepare", "extras", "diverged_at", "epochs[].loss", "trial.sampler",
             "trial.validation", "tuning.validation", "tuning.chosen", "tuning.defaults")
     out = []
 
