@@ -473,6 +473,8 @@ CASES = [
                                                                   torch.load(f / "teacher.pt").items()})),
     U("user-checkpoint-unprefixed-part", "it lacks 1 key(s), e.g. 'fc.bias'",
       _checkpoint(lambda f: {k: v for k, v in torch.load(f / "teacher.pt").items() if k != "fc.bias"})),
+    U("user-checkpoint-below-min-acc", "below the suite's min_acc 99.00% (checkpoint: ",
+      lambda f, s: (s["teacher"].update(min_acc=99), (f / "r").mkdir())),  # r/ exists: nothing new in it
 ]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from kdbench.api.atomic import save_atomic
+from kdbench.api.errors import StorageError
 from kdbench.api.method import Method, MethodContext, TeacherData
 from kdbench.api.paths import under
 from kdbench.config.hashing import stable_hash
@@ -124,6 +125,8 @@ class CellRun:
         try:
             with self.setup.region():
                 self._build()
+        except StorageError:  # an offline cache that cannot be written: the run stops, as for any write
+            raise
         except Exception as exc:  # a broken constructor or prepare fails this cell alone
             self._fail(*describe_failure(exc))
 

@@ -174,7 +174,7 @@ def _load(suite, data, device, folder: Path, h: str) -> Teacher:
             f"teacher {ckpt} measures {acc:.2f}% on the test set, recorded {meta['test_acc']:.2f}%; "
             f"delete {folder} to retrain it"
         )
-    _check_min_acc(suite, acc, folder)
+    _check_min_acc(suite, acc, f"cache: {folder}")
     return Teacher(freeze(model), TeacherInfo(suite.teacher.model, h, sha, acc, str(ckpt), len(data.train),
                                               str(folder)), features)
 
@@ -212,16 +212,17 @@ def _train(
         "environment": environment(device, deterministic),
     })
     log(f"teacher {cfg.model}: {acc:.2f}% in {train_s:.0f} s, sha256 {sha[:12]}…, saved to {folder}")
-    _check_min_acc(suite, acc, folder)  # after saving: a weak teacher is kept, not retrained each time
+    _check_min_acc(suite, acc, f"cache: {folder}")  # after saving: a weak teacher is kept, not retrained each time
     return Teacher(freeze(model), TeacherInfo(cfg.model, h, sha, acc, str(ckpt), len(data.train), str(folder)),
                    features)
 
 
-def _check_min_acc(suite: SuiteConfig, acc: float, folder: Path) -> None:
+def _check_min_acc(suite: SuiteConfig, acc: float, where: str) -> None:
+    """``where``: the teacher's cache folder, or the user's checkpoint."""
     if suite.teacher.min_acc is not None and acc < suite.teacher.min_acc:
         raise TeacherError(
             f"teacher {suite.teacher.model} reaches {acc:.2f}%, below the suite's min_acc "
-            f"{suite.teacher.min_acc:.2f}% (cache: {folder})"
+            f"{suite.teacher.min_acc:.2f}% ({where})"
         )
 
 
@@ -298,11 +299,11 @@ def _from_checkpoint(suite, data, device, results_dir: Path, log, state) -> Teac
     load_checkpoint(model, state, suite)
     acc, features = test_pass(_compiled(model, suite), data.test, precision=suite.fast_path.precision)
     folder = teacher_dir(results_dir, suite, f"ckpt-{cfg.sha256[:12]}")
+    log(f"teacher {cfg.model} from {cfg.checkpoint}: {acc:.2f}% on the test set")
+    _check_min_acc(suite, acc, f"checkpoint: {cfg.checkpoint}")  # before writing: a refused checkpoint leaves nothing behind
     write_json_atomic(folder / "teacher.json", {
         "model": cfg.model, "dataset": data.spec.name, "checkpoint": cfg.checkpoint, "sha256": cfg.sha256,
         "test_acc": acc, "n_test": len(data.test), "data_sha256": data.sha256,
     })
-    log(f"teacher {cfg.model} from {cfg.checkpoint}: {acc:.2f}% on the test set")
-    _check_min_acc(suite, acc, folder)
     info = TeacherInfo(cfg.model, cfg.sha256, cfg.sha256, acc, cfg.checkpoint, None, str(folder))
     return Teacher(freeze(model), info, features)
