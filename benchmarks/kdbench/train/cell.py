@@ -11,6 +11,8 @@ stops the cells it shares a data stream with.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -173,11 +175,13 @@ class CellRun:
     def _resume(self) -> int:
         """Restore an interrupted cell from its last epoch checkpoint; returns the epoch to start at.
         A checkpoint that does not load (truncated; a pickle asking for code, which ``weights_only``
-        refuses) or was saved for another configuration is removed, and the cell starts afresh."""
+        refuses) or was saved for another configuration is removed, and the cell starts afresh. One
+        that loads is trusted (see docs/guarantees.md), so the record names it by its sha256."""
         if not self.ckpt.is_file():
             return 0
         try:
-            state = torch.load(self.ckpt, map_location="cpu", weights_only=True)
+            raw = self.ckpt.read_bytes()  # hashed and loaded from the same bytes
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or state.get("config_hash") != self.config_hash:
                 raise ValueError("it was saved for another configuration")
         except Exception as exc:
@@ -191,6 +195,7 @@ class CellRun:
             raise RuntimeError(f"checkpoint {self.ckpt} could not be restored ({exc}); it was removed, "
                                "so a rerun starts this cell afresh") from None
         self.rec["resumed_from_epoch"] = state["epochs_done"]
+        self.rec["resumed_from_sha256"] = hashlib.sha256(raw).hexdigest()
         return int(state["epochs_done"])
 
     def _restore(self, state: dict) -> None:

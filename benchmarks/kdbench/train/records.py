@@ -139,6 +139,7 @@ FIELDS: tuple[Field, ...] = (
     Field("prepare", OBJECT, "", "what the method's prepare() reported (offline targets, cache hits)"),
     Field("checkpoint_discarded", TEXT, "", "why an epoch checkpoint was not resumed from"),
     Field("resumed_from_epoch", (int,), "epochs", "epochs restored from a checkpoint after a kill", **COUNT),
+    Field("resumed_from_sha256", TEXT, "", "sha256 of the epoch checkpoint file resumed from (the last resume)"),
     Field("params", OBJECT, "", "parameter counts"),
     Field("params.student", (int,), "parameters", "the student's", **COUNT),
     Field("params.extra_trainable", (int,), "parameters", "trainable parameters the method adds (connectors)",
