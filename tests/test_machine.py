@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import torch
+from kdbench.cli import main
 from kdbench.report import build_report, build_reports
 from kdbench.train.environment import cpu_count, cpu_model, environment
 from kdbench.train.records import undeclared
@@ -54,3 +55,12 @@ def test_the_committed_reference_reports_are_regenerated_identically(tmp_path, m
     for name in ("default/leaderboard.md", "default/summary.csv", "default/runs.csv", "default/comparisons.csv",
                  "default-tuned/leaderboard.md", "default-tuned/summary.csv", "combined.md", "combined.csv"):
         assert (tmp_path / name).read_text() == (reference / name).read_text(), name
+
+
+def test_compare_names_a_processor_difference(tmp_path, capsys):
+    recs = [make_record(m, s, 80.0 + s) for m in ("student_ce", "vanilla_kd") for s in range(3)]
+    write_records(tmp_path / "a", "default", recs)
+    write_records(tmp_path / "b", "default", [_with_machine(r, "AMD EPYC 7B13", 16) for r in recs])
+    main(["compare", str(tmp_path / "a" / "default"), str(tmp_path / "b" / "default")])
+    out = capsys.readouterr().out
+    assert "processor differs: environment.cpu_model: None vs AMD EPYC 7B13; environment.cpu_count: None vs 16" in out
