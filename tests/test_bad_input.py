@@ -467,6 +467,14 @@ CASES = [
     U("user-checkpoint-other-model", "does not fit torchvision:resnet18: it has other shapes at 1 key(s), e.g. 'fc.weight'",
       _checkpoint(lambda f: {**torch.load(f / "teacher.pt"), "fc.weight": torch.zeros(3, 512)})),
     U("user-checkpoint-with-train", "unknown key(s) train", _set("teacher", "train", {"epochs": 1, "batch_size": 8})),
+    # --- issue 24: records, teachers and storage
+    U("user-checkpoint-prefixed", "it lacks 122 key(s), e.g. 'conv1.weight'; its keys all carry the prefix "
+      "'module.', which the model's lack", _checkpoint(lambda f: {f"module.{k}": v for k, v in
+                                                                  torch.load(f / "teacher.pt").items()})),
+    U("user-checkpoint-unprefixed-part", "it lacks 1 key(s), e.g. 'fc.bias'",
+      _checkpoint(lambda f: {k: v for k, v in torch.load(f / "teacher.pt").items() if k != "fc.bias"})),
+    U("user-checkpoint-below-min-acc", "below the suite's min_acc 99.00% (checkpoint: ",
+      lambda f, s: (s["teacher"].update(min_acc=99), (f / "r").mkdir())),  # r/ exists: nothing new in it
 ]
 
 

@@ -13,19 +13,50 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from filelock import FileLock, Timeout
+from kdbench.api.errors import StorageError
+
+
+def lock_error(path: Path, exc: OSError) -> StorageError:
+    """A lock that cannot be created (a read-only or full folder), as the one-line storage error
+    every other write gives."""
+    return StorageError(f"cannot create the lock {path}: {exc.strerror or exc}")
+
+
+def try_lock(path: Path) -> FileLock | None:
+    """The lock at ``path``, now held, or None when another live process holds it."""
+    lock = FileLock(str(path), timeout=0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:  # a TimeoutError, so an OSError: caught first
+        return None
+    except OSError as exc:
+        raise lock_error(path, exc) from None
+    return lock
+
+
+def wait_unlocked(path: Path) -> None:
+    """Block until no process holds the lock at ``path``."""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise lock_error(path, exc) from None
+    lock.release()
 
 
 @contextmanager
 def exclusive(path: Path, what: str, log: Callable[[str], None]) -> Iterator[None]:
     """Hold the lock at ``path`` while computing ``what`` (a teacher, offline targets), waiting for
     another process that computes it now; the caller re-checks for its result once inside."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = try_lock(path)
+    if lock is None:
         log(f"waiting for another process computing {what} (lock {path})")
-        lock.acquire()
+        lock = FileLock(str(path))
+        try:
+            lock.acquire()
+        except OSError as exc:
+            raise lock_error(path, exc) from None
     try:
         yield
     finally:

@@ -34,10 +34,15 @@ def forward_taps_for(model: TappedModel, x: torch.Tensor, taps: frozenset[str]) 
 @dataclass(frozen=True)
 class Task:
     """What is known of a run before anything is built: enough to check a hyperparameter whose bound
-    depends on the data (a code length below the number of classes)."""
+    depends on the data (a code length below the number of classes) or on the training budget (a
+    warm-up longer than the run would silently make a method its baseline). ``epochs`` and
+    ``steps_per_epoch`` are the budget a cell trains for (a tuning trial's, on its smaller training
+    split); None only where a caller checks hyperparameters without a suite."""
 
     num_classes: int
     input_shape: tuple[int, ...]
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,8 @@ class Method(nn.Module):
     @classmethod
     def check_hyperparameters(cls, hp: dict[str, Any], task: Task) -> None:
         """Raise :class:`~kdbench.api.errors.ConfigError` for what ``domains`` cannot say (types and
-        domains are already checked). Called before any run, so a bad suite writes nothing."""
+        domains are already checked), against the data and the budget in ``task``. Called before any
+        run, so a bad suite writes nothing."""
 
     def prepare(self, data: TeacherData) -> dict[str, Any]:
         """Once per run, before training: compute offline targets from the teacher (cache them in
@@ -168,4 +174,12 @@ class Method(nn.Module):
 
     def record_extras(self) -> dict[str, Any]:
         """Method-specific facts to add to the run record at the end of a run."""
+        return {}
+
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """The value this run used for each hyperparameter the plugin chose itself (``warmup: auto``),
+        once built and prepared; the record keeps it in ``hyperparameters_resolved``, beside what the
+        suite asked for. Default: none beyond what the harness finds (a hyperparameter whose value in
+        ``self.hp`` the plugin replaced, or a word such as ``auto`` that ``prepare`` reported a value
+        for under the hyperparameter's name)."""
         return {}

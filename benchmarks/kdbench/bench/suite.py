@@ -24,7 +24,7 @@ from kdbench.run.plan import prepare
 from kdbench.run.progress import Progress
 from kdbench.run.request import RunRequest
 from kdbench.run.rounds import run_planned, shared_runs
-from kdbench.train.environment import processor_model, resolve_device
+from kdbench.train.environment import cpu_count, cpu_model, resolve_device
 
 SUMMARY = "a whole suite from scratch (teacher included): wall time, its split, the machine and its load"
 
@@ -72,8 +72,8 @@ def split_table(phases: list[tuple[str, float]], groups: list[tuple[str, float, 
 
 def machine_line(device: torch.device) -> str:
     wait = ", ".join(f"{k}={os.environ[k]}" for k in WAIT_SETTINGS if k in os.environ) or "OpenMP defaults"
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else processor_model()
-    return (f"machine: {where}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return (f"machine: {where}, {cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, {wait}")
 
 

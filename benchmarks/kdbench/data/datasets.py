@@ -56,6 +56,10 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
 }
 
+#: The built-in datasets' training-set sizes, so a run's budget in steps is known (and a plugin can
+#: check a hyperparameter against it) before the files are read.
+TRAIN_IMAGES: dict[str, int] = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
+
 
 @dataclass
 class Split:
@@ -358,6 +362,12 @@ def train_batches(
         idx = order[start : start + batch_size]
         x = split.images[idx]
         yield (augment(x, spec, g) if augment_data else x), split.labels[idx]
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """How many batches :func:`train_batches` gives an epoch of ``n_train`` images: the step count of a
+    budget, as plugins see it (``Task``, ``MethodContext``, ``TrainingProgress``)."""
+    return math.ceil(n_train / batch_size)
 
 
 def test_batches(split: Split, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -32,6 +32,7 @@ SUITE_KEYS = (("budget", "config.train"), ("budget", "budget_epochs"), ("dataset
               ("dataset sha256", "dataset.sha256"), ("training images", "dataset.n_train"),
               ("test images", "dataset.n_test"), ("student", "student_model"), ("teacher model", "teacher_model"),
               ("teacher sha256", "teacher_sha256"), ("device", "environment.device_name"),
+              ("processor", "environment.cpu_model"), ("processor", "environment.cpu_count"),
               ("torch", "environment.torch"), ("threads", "environment.threads"))
 METHOD_KEYS = (("method sources", "config.method_sources_sha256"), ("hyperparameters", "config.hyperparameters"))
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from kdbench.report.load import lookup
 
-ENVIRONMENT_KEYS = ("device", "device_name", "torch", "threads", "deterministic")
+ENVIRONMENT_KEYS = ("device", "device_name", "cpu_model", "cpu_count", "torch", "threads", "deterministic")
 
 
 @dataclass(frozen=True)

@@ -186,9 +186,13 @@ def _details_table(summary: pd.DataFrame, facts: SuiteFacts, published: pd.DataF
 
 
 def _environment(facts: SuiteFacts) -> str:
+    """The device and the machine: CPU bits hold per processor model and thread count, so both are
+    named (the processor only where the records hold it; older records do not)."""
     env = {k: ", ".join(map(str, v)) if v else "unknown" for k, v in facts.environment.items()}
     memory = ", ".join(facts.peak_memory_kinds) or "unknown"
-    return (f"{env['device']} ({env['device_name']}), torch {env['torch']}, {env['threads']} threads, "
+    machine = (f"; processor {env['cpu_model']}, {env['cpu_count']} logical CPUs"
+               if facts.environment.get("cpu_model") else "")
+    return (f"{env['device']} ({env['device_name']}{machine}), torch {env['torch']}, {env['threads']} threads, "
             f"deterministic: {env['deterministic']}; peak memory measured as {memory}")
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
+from kdbench.api.locks import try_lock, wait_unlocked
 from kdbench.api.paths import under
 from kdbench.train.cell import RunSpec
 
@@ -22,17 +23,12 @@ def claim_path(folder: Path, spec: RunSpec) -> Path:
 
 
 def take(folder: Path, specs: list[RunSpec]) -> dict[tuple, FileLock]:
-    """The claims of ``specs`` that no other live process holds, now held by this one, by ``RunSpec.key``."""
+    """The claims of ``specs`` that no other live process holds, now held by this one, by ``RunSpec.key``;
+    a claim that cannot be created (a read-only folder) is a :class:`StorageError`."""
     held = {}
     for spec in specs:
-        path = claim_path(folder, spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            continue
-        held[spec.key] = lock
+        if (lock := try_lock(claim_path(folder, spec))) is not None:
+            held[spec.key] = lock
     return held
 
 
@@ -43,6 +39,4 @@ def release(held: dict[tuple, FileLock]) -> None:
 
 def wait_for(folder: Path, spec: RunSpec) -> None:
     """Block until the process holding ``spec``'s claim ends it (finishes the cell, or dies)."""
-    lock = FileLock(str(claim_path(folder, spec)))
-    lock.acquire()
-    lock.release()
+    wait_unlocked(claim_path(folder, spec))

@@ -29,7 +29,9 @@ from kdbench.api.registry import get_method, resolve_hyperparameters
 from kdbench.config.hashing import training_config
 from kdbench.config.sources import plugin_sources_sha256
 from kdbench.config.suite import MethodEntry, SuiteConfig, check_seed, check_tuning_seeds
-from kdbench.data.datasets import DATASETS, Dataset, DatasetSpec, head, load_dataset
+from kdbench.data.datasets import (
+    DATASETS, TRAIN_IMAGES, Dataset, DatasetSpec, head, load_dataset, steps_per_epoch,
+)
 from kdbench.data.validation import hold_out
 from kdbench.models.pair import build_student, build_teacher, check_taps, model_identity
 from kdbench.run.request import RunRequest
@@ -41,9 +43,11 @@ from kdbench.train.teacher import TeacherInfo, checkpoint_state, load_checkpoint
 
 def plan(
     suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, spec: DatasetSpec | None = None,
+    n_train: int | None = None,
 ) -> list[RunSpec]:
-    """The cells to run, validated: every method registered, every hyperparameter known (for the
-    dataset ``spec``; default: the suite's built-in dataset)."""
+    """The cells to run, validated: every method registered, every hyperparameter known and checked
+    against the data (the dataset ``spec``; default: the suite's built-in dataset) and the budget
+    (``n_train`` training images; default: what the suite and the dataset say)."""
     entries = list(suite.methods)
     if methods:
         known = {e.label for e in entries} | {e.method for e in entries}
@@ -56,7 +60,7 @@ def plan(
         spec = DATASETS[suite.dataset]
     if spec is None:
         raise ValueError("plan() needs the spec of the user's dataset, known once it is loaded")
-    task = task_of(spec)
+    task = task_of(spec, suite, n_train)
     resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
     for s in seeds or []:
         check_seed(s, "--seeds")
@@ -68,8 +72,20 @@ def plan(
     ]
 
 
-def task_of(spec: DatasetSpec) -> Task:
-    return Task(spec.num_classes, (spec.in_channels, spec.image_size, spec.image_size))
+def training_images(suite: SuiteConfig, spec: DatasetSpec, loaded: int | None = None) -> int | None:
+    """How many images the students train on: the suite's ``train_size``, else the whole training set
+    (``loaded``, or a built-in's known size before its files are read)."""
+    return suite.train_size if suite.train_size is not None else loaded if loaded is not None \
+        else TRAIN_IMAGES.get(spec.name)
+
+
+def task_of(spec: DatasetSpec, suite: SuiteConfig | None = None, n_train: int | None = None) -> Task:
+    """What a plugin's ``check_hyperparameters`` sees: the data and, given the suite, the budget."""
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+    n_train = training_images(suite, spec, n_train) if suite is not None else None
+    if n_train is None:
+        return Task(spec.num_classes, shape)
+    return Task(spec.num_classes, shape, suite.train.epochs, steps_per_epoch(n_train, suite.train.batch_size))
 
 
 #: What of a final cell's ``tuning`` its hash holds: where its hyperparameters come from (not the
@@ -127,25 +143,29 @@ def prepare(request: RunRequest) -> Prepared:
     checked = checked_plan(suite, methods, seeds, builtin) if builtin else None
     torch_device = resolve_device(request.device)
     full = load_dataset(suite.dataset, request.data_dir, torch_device, request.download)
-    specs, state = checked or checked_plan(suite, methods, seeds, full.spec)
+    n_train = training_images(suite, full.spec, len(full.train))
+    if checked is None or n_train != training_images(suite, full.spec):  # built-in files of another size
+        checked = checked_plan(suite, methods, seeds, full.spec, n_train)
+    specs, state = checked
     data = head(full, suite.train_size, suite.test_size, f"{suite.path}: ")
     teacher_data = head(full, suite.teacher.train_size, suite.test_size, f"{suite.path}: teacher.")
     trials, trial_data = [], None
     if (tuning := suite.tuning) is not None:
-        trials = trial_specs(tuning, specs, task_of(full.spec))
         v = tuning.validation
         trial_data = hold_out(data, v.fraction, v.size, v.seed, f"{suite.path}: tuning.validation")
+        trials = trial_specs(tuning, specs, task_of(full.spec, suite, len(trial_data.train)))
     return Prepared(request, specs, torch_device, data, teacher_data, check_writable_folder(request.results_dir),
                     state, trials, trial_data)
 
 
 def checked_plan(
     suite: SuiteConfig, methods: list[str] | None, seeds: list[int] | None, spec: DatasetSpec,
+    n_train: int | None = None,
 ) -> tuple[list[RunSpec], dict | None]:
     """:func:`plan`, then the networks built (unknown references and bad taps fail here), each
     method's taps checked against them, and the user's teacher checkpoint verified; returns the
     cells and that checkpoint's state dict (None without one)."""
-    specs = plan(suite, methods, seeds, spec)
+    specs = plan(suite, methods, seeds, spec, n_train)
     student = build_student(suite, spec)
     teacher = build_teacher(suite, spec) if any(c.method_cls.needs_teacher() for c in specs) else None
     check_taps(specs, suite, student, teacher)

@@ -135,7 +135,8 @@ class ClaimedRounds:
             runs = [cell_run(s, self.shared) for s in group]
             pending = [r for r in runs if not self._skip_if_done(r, how_done)]
             held = claims.take(folder, [r.spec for r in pending])
-            mine = [r for r in pending if r.spec.key in held]
+            # checked again under the claim: another process may have finished the cell in between
+            mine = [r for r in pending if r.spec.key in held and not self._skip_if_done(r, "done by another process")]
             try:
                 self._run(mine)
             finally:

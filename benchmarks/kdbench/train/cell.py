@@ -11,7 +11,9 @@ stops the cells it shares a data stream with.
 from __future__ import annotations
 
 import datetime as dt
-import math
+import hashlib
+import io
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,11 +21,12 @@ from typing import Any
 
 import torch
 from kdbench.api.atomic import save_atomic
+from kdbench.api.errors import StorageError
 from kdbench.api.method import Method, MethodContext, TeacherData
 from kdbench.api.paths import under
 from kdbench.config.hashing import stable_hash
 from kdbench.config.suite import MethodEntry, SuiteConfig
-from kdbench.data.datasets import Dataset
+from kdbench.data.datasets import Dataset, steps_per_epoch
 from kdbench.models import to_device
 from kdbench.models.pair import build_student
 from kdbench.train import records
@@ -125,6 +128,8 @@ class CellRun:
         try:
             with self.setup.region():
                 self._build()
+        except StorageError:  # an offline cache that cannot be written: the run stops, as for any write
+            raise
         except Exception as exc:  # a broken constructor or prepare fails this cell alone
             self._fail(*describe_failure(exc))
 
@@ -140,7 +145,7 @@ class CellRun:
             student=student, teacher=teacher, student_shapes=student.tap_shapes(input_shape),
             teacher_shapes=teacher.tap_shapes(input_shape) if teacher is not None else None,
             num_classes=data.spec.num_classes, epochs=shared.suite.train.epochs,
-            steps_per_epoch=math.ceil(len(data.train) / shared.suite.train.batch_size),
+            steps_per_epoch=steps_per_epoch(len(data.train), shared.suite.train.batch_size),
         )
         self.method = spec.method_cls(spec.hyperparameters, ctx).to(shared.device)
         if teacher is not None:
@@ -150,6 +155,8 @@ class CellRun:
                 cache_dir=self._cache_dir(), seed=shared.suite.teacher.seed,
                 teacher_sha256=tinfo.sha256, test_images=data.test.images, test_labels=data.test.labels,
             ))
+        if resolved := resolved_hyperparameters(spec, self.method, self.rec.get("prepare")):
+            self.rec["hyperparameters_resolved"] = resolved
         if fast.compile:
             compile_forward(student)
         seed_everything(spec.seed + TRAIN_RNG_STREAM)
@@ -169,11 +176,13 @@ class CellRun:
     def _resume(self) -> int:
         """Restore an interrupted cell from its last epoch checkpoint; returns the epoch to start at.
         A checkpoint that does not load (truncated; a pickle asking for code, which ``weights_only``
-        refuses) or was saved for another configuration is removed, and the cell starts afresh."""
+        refuses) or was saved for another configuration is removed, and the cell starts afresh. One
+        that loads is trusted (see docs/guarantees.md), so the record names it by its sha256."""
         if not self.ckpt.is_file():
             return 0
         try:
-            state = torch.load(self.ckpt, map_location="cpu", weights_only=True)
+            raw = self.ckpt.read_bytes()  # hashed and loaded from the same bytes
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or state.get("config_hash") != self.config_hash:
                 raise ValueError("it was saved for another configuration")
         except Exception as exc:
@@ -187,6 +196,7 @@ class CellRun:
             raise RuntimeError(f"checkpoint {self.ckpt} could not be restored ({exc}); it was removed, "
                                "so a rerun starts this cell afresh") from None
         self.rec["resumed_from_epoch"] = state["epochs_done"]
+        self.rec["resumed_from_sha256"] = hashlib.sha256(raw).hexdigest()
         return int(state["epochs_done"])
 
     def _restore(self, state: dict) -> None:
@@ -368,6 +378,32 @@ class CellRun:
             "diagnostics": {"kernel_gap_test": None},
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+def resolved_hyperparameters(spec: RunSpec, method: Method, prepared: Any) -> dict[str, Any]:
+    """The values the plugin chose for hyperparameters the suite left to it, by name: what its
+    ``resolved_hyperparameters()`` says, a plain value it put in ``self.hp`` in place of the one
+    asked, or, for one asked as a word where its default is a number (``k: auto``), the number its
+    ``prepare()`` reported under the hyperparameter's name (``bregman_pca`` reports its ``k`` so)."""
+    asked, defaults = spec.hyperparameters, spec.method_cls.defaults
+    prepared = prepared if isinstance(prepared, dict) else {}
+    out = {}
+    for key, value in asked.items():
+        now = method.hp.get(key, value)
+        if isinstance(now, PLAIN) and (type(now) is not type(value) or now != value):
+            out[key] = now
+        elif isinstance(value, str) and not isinstance(defaults.get(key), str) and _is_number(prepared.get(key)):
+            out[key] = prepared[key]
+    out.update({k: v for k, v in method.resolved_hyperparameters().items() if k in asked})
+    json.dumps(out)  # a value a record cannot hold fails this cell now, not its record's write
+    return out
+
+
+PLAIN = (bool, int, float, str)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def teacher_fields(info: TeacherInfo | None) -> dict[str, Any]:

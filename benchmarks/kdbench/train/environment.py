@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
 import re
+import subprocess
 
 import torch
 from kdbench import __version__
@@ -74,18 +76,36 @@ def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def processor_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere): CPU bits
-    hold per processor model and thread count, so it says which machine a figure or record is from."""
+@functools.cache
+def cpu_model() -> str:
+    """The processor's model name, since CPU bits hold per processor model (and thread count), and
+    ``platform.processor()`` says only ``x86_64`` on Linux: ``/proc/cpuinfo``, else ``lscpu``, else
+    macOS's ``sysctl``, else what ``platform`` knows."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                if key.strip().lower() in ("model name", "cpu model", "hardware", "cpu") and value.strip():
                     return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    for command, pattern in ((["lscpu"], r"^Model name:\s*(.+)$"),
+                             (["sysctl", "-n", "machdep.cpu.brand_string"], r"^(.+)$")):
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if m := re.search(pattern, out, re.MULTILINE):
+            return m.group(1).strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_count() -> int:
+    """The logical CPUs this process may run on (its affinity, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def environment(device: torch.device, deterministic: bool) -> dict:
@@ -97,6 +117,8 @@ def environment(device: torch.device, deterministic: bool) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_count": cpu_count(),
         "threads": torch.get_num_threads(),
         "deterministic": deterministic,
     }

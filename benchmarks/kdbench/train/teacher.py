@@ -18,6 +18,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
+from os.path import commonprefix
 from pathlib import Path
 from typing import Callable
 
@@ -173,7 +174,7 @@ def _load(suite, data, device, folder: Path, h: str) -> Teacher:
             f"teacher {ckpt} measures {acc:.2f}% on the test set, recorded {meta['test_acc']:.2f}%; "
             f"delete {folder} to retrain it"
         )
-    _check_min_acc(suite, acc, folder)
+    _check_min_acc(suite, acc, f"cache: {folder}")
     return Teacher(freeze(model), TeacherInfo(suite.teacher.model, h, sha, acc, str(ckpt), len(data.train),
                                               str(folder)), features)
 
@@ -211,16 +212,17 @@ def _train(
         "environment": environment(device, deterministic),
     })
     log(f"teacher {cfg.model}: {acc:.2f}% in {train_s:.0f} s, sha256 {sha[:12]}…, saved to {folder}")
-    _check_min_acc(suite, acc, folder)  # after saving: a weak teacher is kept, not retrained each time
+    _check_min_acc(suite, acc, f"cache: {folder}")  # after saving: a weak teacher is kept, not retrained each time
     return Teacher(freeze(model), TeacherInfo(cfg.model, h, sha, acc, str(ckpt), len(data.train), str(folder)),
                    features)
 
 
-def _check_min_acc(suite: SuiteConfig, acc: float, folder: Path) -> None:
+def _check_min_acc(suite: SuiteConfig, acc: float, where: str) -> None:
+    """``where``: the teacher's cache folder, or the user's checkpoint."""
     if suite.teacher.min_acc is not None and acc < suite.teacher.min_acc:
         raise TeacherError(
             f"teacher {suite.teacher.model} reaches {acc:.2f}%, below the suite's min_acc "
-            f"{suite.teacher.min_acc:.2f}% (cache: {folder})"
+            f"{suite.teacher.min_acc:.2f}% ({where})"
         )
 
 
@@ -251,16 +253,44 @@ def checkpoint_state(suite: SuiteConfig) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: TappedModel, state: dict[str, torch.Tensor], suite: SuiteConfig) -> None:
-    """``state`` into the network (an adapted model's wrapped net), refused unless it fits exactly."""
-    target = model.weights_module().state_dict()
+    """``state`` into the network, refused unless it fits exactly: the user's file is a state dict of
+    the network itself (an adapted model's wrapped net); a ``teacher.pt`` kdbench trained holds the
+    whole adapter (keys under ``net.``), and fits the same model as well."""
+    for module in (model.weights_module(), model):
+        if _misfit(module.state_dict(), state) is None:
+            module.load_state_dict(state)
+            return
+    what, keys = _misfit(model.weights_module().state_dict(), state)
+    raise TeacherError(f"teacher.checkpoint {suite.teacher.checkpoint} does not fit {suite.teacher.model}: "
+                       f"it {what} {len(keys)} key(s), e.g. {keys[0]!r}{_prefix_hint(model, state)}")
+
+
+def _misfit(target: dict, state: dict) -> tuple[str, list[str]] | None:
+    """How ``state`` fails to fit ``target`` (what is wrong and the keys), or None when it fits."""
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     shapes = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
     for what, keys in (("lacks", missing), ("has unexpected", unexpected), ("has other shapes at", shapes)):
         if keys:
-            raise TeacherError(f"teacher.checkpoint {suite.teacher.checkpoint} does not fit {suite.teacher.model}: "
-                               f"it {what} {len(keys)} key(s), e.g. {keys[0]!r}")
-    model.weights_module().load_state_dict(state)
+            return what, keys
+    return None
+
+
+def _key_prefix(keys) -> str:
+    """The dotted prefix every key shares (``module.`` of a DataParallel save), or ''."""
+    common = commonprefix(list(keys))
+    return common[: common.rfind(".") + 1]
+
+
+def _prefix_hint(model: TappedModel, state: dict) -> str:
+    """``; its keys carry the prefix 'module.' that …'s lack`` when a common prefix is all that is wrong."""
+    target = set(model.weights_module().state_dict())
+    ours, theirs = _key_prefix(target), _key_prefix(state)
+    if theirs and {k[len(theirs):] for k in state} == target:
+        return f"; its keys all carry the prefix {theirs!r}, which the model's lack (save it without the prefix)"
+    if ours and {ours + k for k in state} == target:
+        return f"; its keys all lack the prefix {ours!r}, which the model's have (save it with the prefix)"
+    return ""
 
 
 def _from_checkpoint(suite, data, device, results_dir: Path, log, state) -> Teacher:
@@ -269,11 +299,11 @@ def _from_checkpoint(suite, data, device, results_dir: Path, log, state) -> Teac
     load_checkpoint(model, state, suite)
     acc, features = test_pass(_compiled(model, suite), data.test, precision=suite.fast_path.precision)
     folder = teacher_dir(results_dir, suite, f"ckpt-{cfg.sha256[:12]}")
+    log(f"teacher {cfg.model} from {cfg.checkpoint}: {acc:.2f}% on the test set")
+    _check_min_acc(suite, acc, f"checkpoint: {cfg.checkpoint}")  # before writing: a refused checkpoint leaves nothing behind
     write_json_atomic(folder / "teacher.json", {
         "model": cfg.model, "dataset": data.spec.name, "checkpoint": cfg.checkpoint, "sha256": cfg.sha256,
         "test_acc": acc, "n_test": len(data.test), "data_sha256": data.sha256,
     })
-    log(f"teacher {cfg.model} from {cfg.checkpoint}: {acc:.2f}% on the test set")
-    _check_min_acc(suite, acc, folder)
     info = TeacherInfo(cfg.model, cfg.sha256, cfg.sha256, acc, cfg.checkpoint, None, str(folder))
     return Teacher(freeze(model), info, features)
