@@ -11,7 +11,6 @@ stops the cells it shares a data stream with.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from kdbench.api.method import Method, MethodContext, TeacherData
 from kdbench.api.paths import under
 from kdbench.config.hashing import stable_hash
 from kdbench.config.suite import MethodEntry, SuiteConfig
-from kdbench.data.datasets import Dataset
+from kdbench.data.datasets import Dataset, images_per_epoch, steps_per_epoch
 from kdbench.models import to_device
 from kdbench.models.pair import build_student
 from kdbench.train import records
@@ -139,7 +138,7 @@ class CellRun:
             student=student, teacher=teacher, student_shapes=student.tap_shapes(input_shape),
             teacher_shapes=teacher.tap_shapes(input_shape) if teacher is not None else None,
             num_classes=data.spec.num_classes, epochs=shared.suite.train.epochs,
-            steps_per_epoch=math.ceil(len(data.train) / shared.suite.train.batch_size),
+            steps_per_epoch=steps_per_epoch(len(data.train), shared.suite.train.batch_size),
         )
         self.method = spec.method_cls(spec.hyperparameters, ctx).to(shared.device)
         if teacher is not None:
@@ -305,7 +304,7 @@ class CellRun:
         spent, setup = self._spent(), self.setup.seconds()
         own_train, evaluation = spent["train_own_s"], spent["eval_s"]
         train_s = own_train + self.teacher_s
-        images = len(self.rec["epochs"]) * len(self.shared.data.train)
+        images = len(self.rec["epochs"]) * images_per_epoch(len(self.shared.data.train), self.shared.suite.train.batch_size)
         return {
             "cost_s": setup + train_s + evaluation,
             "time_split": {"setup_s": setup, "train_own_s": own_train, "teacher_s": self.teacher_s,
@@ -352,6 +351,7 @@ class CellRun:
             "environment": environment(shared.device, shared.deterministic),
             "fast_path": asdict(shared.suite.fast_path),
             "budget_epochs": shared.suite.train.epochs,
+            "steps_per_epoch": steps_per_epoch(len(data.train), shared.suite.train.batch_size),
             "epochs": [],
             "final_acc": None,
             "best_acc": None,
