@@ -28,7 +28,7 @@ from kdbench.api import registry
 from kdbench.cli import main
 from kdbench.config.suite import SUITES_DIR
 
-from tests.user_files import pair_suite, tensors, write_suite
+from tests.user_files import pair_suite, tensors, write_odd_module, write_png_header, write_suite
 
 # ---------------------------------------------------------------------------------------- set-up
 
@@ -475,6 +475,31 @@ CASES = [
       _checkpoint(lambda f: {k: v for k, v in torch.load(f / "teacher.pt").items() if k != "fc.bias"})),
     U("user-checkpoint-below-min-acc", "below the suite's min_acc 99.00% (checkpoint: ",
       lambda f, s: (s["teacher"].update(min_acc=99), (f / "r").mkdir())),  # r/ exists: nothing new in it
+    # --- issue 24: the user's data and models
+    U("user-imagefolder-decompression-bomb", "train/a/bomb.png has over 67,108,864 pixels (a decompression bomb?)",
+      lambda f, s: write_png_header(f / "shapes" / "train" / "a" / "bomb.png", 15_000, 15_000)),
+    U("user-tensors-billion-classes", "so 1,000,000,001 classes; at most 100,000 are supported",
+      _tensors_suite(train_labels=torch.tensor([10**9] + [k % 5 for k in range(1, 40)]))),
+    U("user-tensors-bfloat16", "train_images must be N×C×S×S (or N×S×S) uint8 or float16, 32 or 64, got "
+      "(40, 3, 16, 16) torch.bfloat16", _tensors_suite(train_images=tensors()["train_images"].to(torch.bfloat16))),
+    U("user-tensors-meta-device", "test_images was saved on the meta device, which holds no values",
+      _tensors_suite(**{k: v.to("meta") for k, v in tensors().items()})),
+    U("user-teacher-no-parameters", "the teacher odd_models:no_parameters has no trainable parameters",
+      lambda f, s: s.update(teacher={"model": f"{write_odd_module(f)}:no_parameters", "seed": 0,
+                                     "train": {"epochs": 1, "batch_size": 16}}, methods=["vanilla_kd"])),
+    U("user-teacher-logits-too-narrow", "odd_models:narrow returns 2 logits per image, but the data has 5 classes",
+      lambda f, s: s.update(teacher={"model": f"{write_odd_module(f)}:narrow", "seed": 0,
+                                     "train": {"epochs": 1, "batch_size": 16}}, methods=["vanilla_kd"])),
+    U("user-student-logits-too-wide", "odd_models:wide returns 1,000 logits per image, but the data has 5 classes",
+      lambda f, s: s.update(student={"model": f"{write_odd_module(f)}:wide"}, methods=["student_ce"])),
+    U("user-student-logits-too-narrow", "odd_models:narrow returns 2 logits per image, but the data has 5 classes",
+      lambda f, s: s.update(student={"model": f"{write_odd_module(f)}:narrow"}, methods=["student_ce"])),
+    U("user-student-no-parameters", "the student odd_models:no_parameters has no trainable parameters",
+      lambda f, s: s.update(student={"model": f"{write_odd_module(f)}:no_parameters"}, methods=["student_ce"])),
+    U("user-student-frozen", "the student odd_models:frozen has no trainable parameters",
+      lambda f, s: s.update(student={"model": f"{write_odd_module(f)}:frozen"}, methods=["student_ce"])),
+    U("user-module-exits-on-import", "module 'exits_on_import' does not import: it calls sys.exit(0)",
+      lambda f, s: s.update(student={"model": f"{write_odd_module(f, 'exits_on_import', True)}:wide"})),
 ]
 
 

@@ -134,6 +134,42 @@ def test_stream_is_a_function_of_seed_and_epoch():
     assert sum(len(y) for _, y in a) == 40 and [len(y) for _, y in a] == [16, 16, 8]
 
 
+@pytest.mark.parametrize("n, batch, sizes", [
+    (17, 8, [8, 8]),        # a final batch of one is dropped: batch norm cannot train on it
+    (18, 8, [8, 8, 2]),     # a final batch of two or more is kept
+    (16, 8, [8, 8]),
+    (1, 8, [1]),            # no full batch before it: the one image is the epoch
+    (3, 1, [1, 1, 1]),      # batch 1: every batch is one image, as asked
+])
+def test_only_a_final_batch_of_one_image_is_dropped(n, batch, sizes):
+    split = toy_split(n)
+    drawn = list(D.train_batches(split, CIFAR, batch, seed=0, epoch=0))
+    assert [len(y) for _, y in drawn] == sizes
+    assert D.steps_per_epoch(n, batch) == len(sizes) and D.images_per_epoch(n, batch) == sum(sizes)
+    # the batches kept are those the full stream has (the dropped image is the order's last)
+    order = torch.randperm(n, generator=D.epoch_generator(0, 0, "cpu"))
+    assert torch.equal(torch.cat([y for _, y in drawn]), split.labels[order[: sum(sizes)]])
+
+
+def test_no_built_in_suite_has_a_final_batch_of_one(needs_fashion_mnist):
+    """So dropping it changes no built-in suite's bits: students, teachers and a tuned suite's trials
+    (whose training images are what the validation split leaves) all draw every image."""
+    from kdbench.config.suite import SUITES_DIR, load_suite
+    from kdbench.data.validation import hold_out
+
+    full = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
+    for path in sorted(SUITES_DIR.glob("*.yaml")):
+        suite = load_suite(str(path))
+        sizes = [(suite.train_size or full[suite.dataset], suite.train.batch_size),
+                 (suite.teacher.train_size or full[suite.dataset], suite.teacher.train.batch_size)]
+        if suite.tuning is not None:
+            data = D.head(D.load_dataset(suite.dataset), suite.train_size, None)
+            v = suite.tuning.validation
+            sizes.append((len(hold_out(data, v.fraction, v.size, v.seed, "").train), suite.train.batch_size))
+        for n, batch in sizes:
+            assert D.images_per_epoch(n, batch) == n, (path.name, n, batch)
+
+
 def test_crop_pads_with_black_and_keeps_shape():
     x = torch.full((64, 3, 8, 8), 5.0)
     out = D.augment(x, CIFAR, torch.Generator().manual_seed(0))

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from kdbench.api.errors import DataError
-from kdbench.data.datasets import load_dataset
+from kdbench.data import user
+from kdbench.data.datasets import load_dataset, train_batches
 from kdbench.data.user import DataSource
 from PIL import Image
 
-from tests.user_files import CLASSES, tensors, write_imagefolder
+from tests.user_files import CLASSES, tensors, write_imagefolder, write_png_header
 
 
 def folder_source(root, size: int = 32, **kw) -> DataSource:
@@ -51,6 +52,71 @@ def test_grey_images_give_one_channel_and_val_stands_for_test(tmp_path):
     root = write_imagefolder(tmp_path / "grey", test_name="val", grey=True)
     data = load_dataset(folder_source(root, size=24))
     assert data.spec.in_channels == 1 and data.test.images.shape == (20, 1, 24, 24)
+
+
+def test_sixteen_bit_grey_pngs_keep_their_levels(tmp_path):
+    """A 16-bit ramp of 256 levels stays 256 levels (round(v / 257)), where PIL alone would clip all
+    but two; beside colour images, it is the same grey in each channel."""
+    ramp = (np.arange(256, dtype=np.uint16) * 257).reshape(16, 16)
+    ramp[0, 1] = 257 + 128  # rounds down; one more rounds up
+    ramp[0, 2] = 2 * 257 + 129
+    want = torch.from_numpy(((ramp.astype(np.int64) + 128) // 257).astype(np.uint8))
+    assert want.unique().numel() == 255 and want[0, 1] == 1 and want[0, 2] == 3
+    for grey in (True, False):
+        root = write_imagefolder(tmp_path / f"grey{grey}", grey=grey, size=16)
+        Image.fromarray(ramp).save(root / "train" / "a" / "0.png")
+        assert Image.open(root / "train" / "a" / "0.png").mode == "I;16"
+        raw = user.read(folder_source(root, size=16), torch.device("cpu"))
+        assert raw.train[0].shape[1] == (1 if grey else 3)
+        for channel in raw.train[0][0]:
+            assert torch.equal(channel, want)
+
+
+def test_wide_integer_or_float_pixels_outside_0_to_255_are_refused(tmp_path):
+    root = write_imagefolder(tmp_path / "shapes", n_train=2, n_test=1, grey=True, size=16)
+    Image.fromarray(np.full((16, 16), 200, np.int32)).save(root / "train" / "a" / "0.tiff")
+    images = user.read(folder_source(root, size=16), torch.device("cpu")).train[0]
+    assert (images == 200).flatten(1).all(dim=1).sum() == 1  # in range: read as it is
+    Image.fromarray(np.full((16, 16), 70_000, np.int32)).save(root / "train" / "a" / "0.tiff")
+    with pytest.raises(DataError, match=r"0.tiff has 32-bit integer pixels from 70000 to 70000, whose range"):
+        load_dataset(folder_source(root, size=16))
+
+
+@pytest.mark.parametrize("side, message", [
+    (9_000, r"bomb.png is 9,000×9,000 pixels; an image may have at most 67,108,864"),  # below PIL's limit
+    (10_000, r"bomb.png has over 67,108,864 pixels \(a decompression bomb\?\)"),  # PIL warns
+    (15_000, r"bomb.png has over 67,108,864 pixels \(a decompression bomb\?\)"),  # PIL refuses
+])
+def test_an_image_too_large_to_decode_is_refused_from_its_header(tmp_path, side, message, recwarn):
+    root = write_imagefolder(tmp_path / "shapes", n_train=2, n_test=1)
+    write_png_header(root / "train" / "b" / "bomb.png", side, side)
+    with pytest.raises(DataError, match=message) as err:
+        load_dataset(folder_source(root))
+    assert "\n" not in str(err.value) and not recwarn.list  # PIL's warning is not printed either
+
+
+def test_the_order_of_the_images_is_part_of_the_data(tmp_path):
+    """The same pixels in another order are other data: another sha256 and, for one seed, other
+    batches (the stream shuffles positions, not images). An .npz saved in an ImageFolder's order
+    (class by class, files by name) gives that folder's images and the same batches."""
+    root = write_imagefolder(tmp_path / "shapes", size=16)
+    folder = load_dataset(folder_source(root, size=16))
+    raw = user.read(folder_source(root, size=16), torch.device("cpu"))
+    arrays = {"train_images": raw.train[0].numpy(), "train_labels": raw.train[1].numpy(),
+              "test_images": raw.test[0].numpy(), "test_labels": raw.test[1].numpy()}
+    np.savez(tmp_path / "same.npz", **arrays)
+    order = np.random.default_rng(0).permutation(len(arrays["train_labels"]))
+    np.savez(tmp_path / "shuffled.npz", **{**arrays, "train_images": arrays["train_images"][order],
+                                            "train_labels": arrays["train_labels"][order]})
+    same, shuffled = (load_dataset(tensors_source(tmp_path / f"{n}.npz")) for n in ("same", "shuffled"))
+
+    def first_batch(data):
+        return next(train_batches(data.train, data.spec, 8, seed=0, epoch=0))
+
+    torch.testing.assert_close(same.train.images, folder.train.images, rtol=0, atol=0)
+    assert torch.equal(first_batch(same)[0], first_batch(folder)[0])
+    assert shuffled.sha256 != same.sha256
+    assert not torch.equal(first_batch(shuffled)[1], first_batch(same)[1])
 
 
 def test_pt_and_npz_files_of_the_same_arrays_are_the_same_data(tmp_path):
@@ -147,6 +213,11 @@ def _drop(key):
     (lambda a: a.update(test_labels=torch.full((20,), 7)), "test_labels has class 7, which train_labels never has"),
     (lambda a: a.update(test_images=torch.zeros(20, 3, 8, 8, dtype=torch.uint8)), r"train images are \(3, 16, 16\) but test"),
     (lambda a: a.update(train_images=torch.full((40, 3, 16, 16), float("nan"))), "non-finite"),
+    (lambda a: a.update(train_images=a["train_images"].to(torch.bfloat16)), r"uint8 or float16, 32 or 64, got "
+                                                                             r"\(40, 3, 16, 16\) torch.bfloat16"),
+    (lambda a: a.update(train_labels=torch.arange(40) * 10**7), "names class 390,000,000, so 390,000,001 classes"),
+    (lambda a: a.update(train_labels=a["train_labels"].to("meta")), "train_labels was saved on the meta device"),
+    (lambda a: a.update(test_images=a["test_images"].to_sparse()), "test_images is a torch.sparse_coo tensor"),
 ])
 def test_bad_tensors_files_are_one_line(tmp_path, change, message):
     arrays = tensors()

@@ -12,7 +12,7 @@ from kdbench.config.suite import SUITES_DIR, load_suite
 from kdbench.execute.driver import run_suite
 from kdbench.run.request import RunRequest
 
-from tests.user_files import CLASSES, pair_suite, tensors, write_suite
+from tests.user_files import CLASSES, pair_suite, tensors, write_student_module, write_suite
 
 SMOKE_TRAIN = yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())["train"]
 
@@ -78,3 +78,24 @@ def test_a_tensors_file_with_a_teacher_trained_in_the_suite(tmp_path):
     assert [r["status"] for r in recs] == ["ok", "ok"]
     assert recs[1]["teacher_n_train"] == 40 and "teacher_checkpoint" not in recs[1]
     assert recs[1]["config"]["dataset_spec"]["hflip"] is True and recs[1]["dataset"]["name"] == "data"
+
+
+def test_a_last_batch_of_one_image_is_dropped_for_the_teacher_and_every_method(tmp_path):
+    """17 training images at batch 8: the batch norm at the 1×1 end of the user's student (and of a
+    ResNet-18 teacher) cannot train on the 17th image alone, so every epoch draws two batches of 8,
+    for the teacher and the students alike. The rule is in the config hash (only where it drops an
+    image) and the record says how many steps an epoch had."""
+    import torch
+
+    torch.save(tensors(n_train=17, size=32), tmp_path / "data.pt")
+    train = {**SMOKE_TRAIN, "epochs": 1, "batch_size": 8}
+    suite = {
+        "name": "seventeen", "dataset": {"format": "tensors", "path": "data.pt"},
+        "teacher": {"model": "torchvision:resnet18", "seed": 0, "train": train},
+        "student": {"model": write_student_module(tmp_path)}, "train": train,
+        "methods": ["student_ce", "vanilla_kd"], "seeds": [0],
+    }
+    recs = run(write_suite(tmp_path, suite), tmp_path / "results")
+    assert [r["status"] for r in recs] == ["ok", "ok"], [r["error"] for r in recs]
+    assert recs[1]["teacher_n_train"] == 17 and recs[1]["teacher_acc"] is not None
+    assert all(r["steps_per_epoch"] == 2 and r["config"]["dropped_per_epoch"] == 1 for r in recs)

@@ -4,7 +4,9 @@ a model constructor, a teacher checkpoint, and a suite that names them."""
 from __future__ import annotations
 
 import hashlib
+import struct
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,65 @@ STUDENT_MODULE = textwrap.dedent('''
         )
 ''')
 STUDENT_TAPS = {"stages": ["1", "2", "3", "4"], "prepool": "4", "classifier": "7"}
+
+
+#: Constructors a hostile or careless user writes: logits of the wrong width (the constructor ignores
+#: ``num_classes``), no parameters at all, or parameters all frozen.
+ODD_MODULE = textwrap.dedent('''
+    from torch import nn
+
+
+    def _trunk(in_channels):
+        return [nn.Conv2d(in_channels, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+
+
+    def wide(num_classes, in_channels):
+        return nn.Sequential(*_trunk(in_channels), nn.Linear(8, 1000))
+
+
+    def narrow(num_classes, in_channels):
+        return nn.Sequential(*_trunk(in_channels), nn.Linear(8, 2))
+
+
+    class Slice(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            return x.flatten(1)[:, : self.k]
+
+
+    def no_parameters(num_classes, in_channels):
+        return Slice(num_classes)
+
+
+    def frozen(num_classes, in_channels):
+        net = nn.Sequential(*_trunk(in_channels), nn.Linear(8, num_classes))
+        net.requires_grad_(False)
+        return net
+''')
+
+
+def write_odd_module(folder: Path, name: str = "odd_models", exit_on_import: bool = False) -> str:
+    """:data:`ODD_MODULE` as ``name``.py (one name per content: a module stays imported between cases);
+    with ``exit_on_import`` the module calls ``sys.exit(0)`` when imported. Returns the module's name."""
+    tail = "\nimport sys\n\nsys.exit(0)\n" if exit_on_import else ""
+    (folder / f"{name}.py").write_text(ODD_MODULE + tail)
+    return name
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A black 1-bit grey PNG of ``width``×``height``: a few kilobytes on disk, ``width``×``height``
+    bytes once PIL decodes it (a decompression bomb when that is large)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = zlib.compress(bytes(((width + 7) // 8 + 1) * height), 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grey, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 20, grey: bool = False) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import math
 import os
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from kdbench.api.errors import ConfigError, KDBenchError
 from kdbench.bench.common import add_suite, at_least, count, markdown_table, scratch_results, with_train
 from kdbench.config.fast_path import FastPath
 from kdbench.config.suite import load_suite
-from kdbench.data.datasets import DATASETS, Dataset, DatasetSpec, Split
+from kdbench.data.datasets import DATASETS, Dataset, DatasetSpec, Split, steps_per_epoch
 from kdbench.models import to_device
 from kdbench.models.pair import build_student, build_teacher
 from kdbench.run.plan import plan
@@ -157,10 +156,10 @@ def plain_step_s(suite, spec, device, batch, steps, warmup, workers: int) -> flo
 
 
 def table(rows: list[tuple], batch: int, n_train: int) -> str:
-    steps_per_epoch = math.ceil(n_train / batch)
+    steps = steps_per_epoch(n_train, batch)
     header = ["variant", "run", "cells", "ms/step", "img/s (all cells)", f"s/epoch ({n_train:,} images)"]
     return markdown_table(header, [[variant, run, cells, f"{1000 * step_s:.2f}", f"{cells * batch / step_s:,.0f}",
-                                    f"{step_s * steps_per_epoch:.1f}"] for variant, run, cells, step_s in rows])
+                                    f"{step_s * steps:.1f}"] for variant, run, cells, step_s in rows])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

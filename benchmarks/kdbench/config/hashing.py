@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from kdbench.config.fast_path import FastPath
-from kdbench.data.datasets import Dataset
+from kdbench.data.datasets import Dataset, images_per_epoch
 
 #: Bump when a change to the harness changes what a run computes; it is part of every config hash.
 #: 2: channels-last models, evaluation in batches of 256.
@@ -24,7 +24,10 @@ PROTOCOL_VERSION = 2
 def training_config(data: Dataset, train: Any, fast_path: FastPath, model: dict[str, Any],
                     own: dict[str, Any]) -> dict[str, Any]:
     """The configuration of a network trained on ``data`` under ``train`` (a TrainConfig): ``model``
-    names it under its role's keys, ``own`` adds what only that role has."""
+    names it under its role's keys, ``own`` adds what only that role has. A final batch of one image,
+    dropped (:func:`~kdbench.data.datasets.images_per_epoch`), is named only where it happens, so
+    every other configuration keeps the hash it had before that rule."""
+    dropped = len(data.train) - images_per_epoch(len(data.train), train.batch_size)
     return {
         "protocol": PROTOCOL_VERSION,
         **data.identity(),
@@ -33,6 +36,7 @@ def training_config(data: Dataset, train: Any, fast_path: FastPath, model: dict[
         "test_size": len(data.test),
         **model,
         "train": asdict(train),
+        **({"dropped_per_epoch": dropped} if dropped else {}),
         **own,
         **fast_path.hashed(),
     }

@@ -352,22 +352,32 @@ def augment(x: torch.Tensor, spec: DatasetSpec, g: torch.Generator) -> torch.Ten
     return x
 
 
+def images_per_epoch(n: int, batch_size: int) -> int:
+    """Training images an epoch draws: all ``n``, except that a final partial batch of exactly one
+    image (after at least one full batch) is dropped, since batch norm cannot train on one image.
+    A last batch of two or more is kept, so a suite without such a batch draws what it always drew;
+    the image left out is a different one each epoch, as the order is drawn anew."""
+    return n - 1 if n > batch_size and n % batch_size == 1 else n
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in an epoch of ``n`` training images (:func:`images_per_epoch`), for every method,
+    the teacher and the learning-rate schedule alike, and the step count of a budget as plugins see
+    it (``Task``, ``MethodContext``, ``TrainingProgress``)."""
+    return math.ceil(images_per_epoch(n, batch_size) / batch_size)
+
+
 def train_batches(
     split: Split, spec: DatasetSpec, batch_size: int, seed: int, epoch: int, augment_data: bool = True
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, augmented batches of one epoch; the last partial batch is kept."""
+    """Shuffled, augmented batches of one epoch; the last partial batch is kept unless it is one
+    image (:func:`images_per_epoch`)."""
     g = epoch_generator(seed, epoch, split.images.device)
     order = torch.randperm(len(split), generator=g, device=split.images.device)
-    for start in range(0, len(split), batch_size):
+    for start in range(0, images_per_epoch(len(split), batch_size), batch_size):
         idx = order[start : start + batch_size]
         x = split.images[idx]
         yield (augment(x, spec, g) if augment_data else x), split.labels[idx]
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """How many batches :func:`train_batches` gives an epoch of ``n_train`` images: the step count of a
-    budget, as plugins see it (``Task``, ``MethodContext``, ``TrainingProgress``)."""
-    return math.ceil(n_train / batch_size)
 
 
 def test_batches(split: Split, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -7,10 +7,17 @@ device, normalised once, drawn by the (seed, epoch) stream. Two facts differ fro
 - a dataset too large for the device is refused before it is decoded or copied, in one line.
 
 ImageFolder: ``ROOT/train/<class>/*.png`` and ``ROOT/test/<class>/...`` (or ``val/``), the same class
-folders in both, every image resized once at load to S×S (bilinear), grey when every image is grey.
+folders in both, every image resized once at load to S×S (bilinear), grey when every image is grey;
+16-bit images scaled to 8 bits over their full range; no file over :data:`MAX_IMAGE_PIXELS` (a
+decompression bomb is refused from its header, before it is decoded).
 Tensors: a ``.pt`` (read with ``weights_only``) or ``.npz`` (no pickles) holding ``train_images``,
 ``train_labels``, ``test_images`` and ``test_labels``; images N×C×S×S (or N×S×S), uint8 (0-255) or
-floating point; labels integers from 0.
+float16/32/64; labels integers from 0, naming at most :data:`MAX_CLASSES` classes; tensors with
+values on the CPU (not the ``meta`` device).
+
+The order of the images is part of the data: it is hashed, it decides which images ``train_size``
+keeps, and the (seed, epoch) stream shuffles positions, not images. An ImageFolder's order is class
+by class (classes sorted by folder name), files sorted by path in each; a tensors file's is its own.
 """
 
 from __future__ import annotations
@@ -27,6 +34,14 @@ FORMATS = ("imagefolder", "tensors")
 TENSOR_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 #: Share of the device's free memory a dataset may take as float32 (the rest is for training).
 MAX_SHARE = 0.8
+#: Pixels one image file may have (8192×8192). Decoding is refused above it: a decompression bomb (a
+#: huge image compressed into a few kilobytes) would otherwise take gigabytes for one file.
+MAX_IMAGE_PIXELS = 8192 * 8192
+#: Classes a tensors file's labels may name: far beyond any real dataset, far below a label of 10⁹,
+#: which would build a classifier (and a list of class names) that long.
+MAX_CLASSES = 100_000
+#: Image dtypes a tensors file may hold: those NumPy has (hashing goes through it), as the docs say.
+IMAGE_DTYPES = (torch.uint8, torch.float16, torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,8 @@ def _imagefolder(source: DataSource, device: torch.device) -> Raw:
     s = source.image_size
     n = sum(len(f) for f in files.values())
     check_fits(n * 3 * s * s, device, f"{root} ({n:,} images at {s}×{s})")
-    grey = all(_mode(p) in ("1", "L", "I", "I;16") for f in files.values() for p, _ in f)
+    modes = [_mode(p) for f in files.values() for p, _ in f]  # every header: each file's size checked
+    grey = all(m in ("1", "L", "I") or m.startswith("I;16") for m in modes)
     decoded = {split: _decode(f, s, grey, root) for split, f in files.items()}
     return Raw(decoded["train"], decoded["test"], classes)
 
@@ -150,13 +166,25 @@ def _image_files(folder: Path, classes: list[str], extensions) -> list[tuple[Pat
 
 
 def _mode(path: Path) -> str:
+    """The image's mode, from its header; one over :data:`MAX_IMAGE_PIXELS` is refused (PIL's own
+    decompression-bomb warning and error included, which fire on larger ones while the header is read)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            return im.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                mode, (w, h) = im.mode, im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{path} has over {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?); an image "
+                        f"may have at most {MAX_IMAGE_PIXELS:,}") from None
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"{path} is not a readable image ({type(exc).__name__})") from None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path} is {w:,}×{h:,} pixels; an image may have at most {MAX_IMAGE_PIXELS:,}")
+    return mode
 
 
 def _decode(files: list[tuple[Path, int]], size: int, grey: bool, root: Path):
@@ -171,13 +199,33 @@ def _decode(files: list[tuple[Path, int]], size: int, grey: bool, root: Path):
     for i, (path, _) in enumerate(bar):
         try:
             with Image.open(path) as im:
-                im = im.convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR)
+                im = _eight_bit(im, path).convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
         except OSError as exc:  # PIL's UnidentifiedImageError included
             raise DataError(f"{path} is not a readable image ({type(exc).__name__})") from None
         images[i] = torch.from_numpy(arr.reshape(size, size, c).copy()).permute(2, 0, 1)
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return images, labels
+
+
+def _eight_bit(im, path: Path):
+    """``im`` with pixels PIL's 8-bit conversion keeps: a 16-bit image scaled over the full range
+    (round(v / 257), so 65535 is 255 and a ramp keeps its levels; PIL would clip everything above
+    255); a 32-bit integer or float image only when its values lie in 0-255, as its range is unknown.
+    Every other image is returned as it is."""
+    import numpy as np
+    from PIL import Image
+
+    if im.mode.startswith("I;16"):
+        wide = np.asarray(im).astype(np.uint32)
+        return Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+    if im.mode in ("I", "F"):
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise DataError(f"{path} has {'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels "
+                            f"from {values.min():g} to {values.max():g}, whose range is unknown; save it with "
+                            "8 or 16 bits per channel")
+    return im
 
 
 # ---------------------------------------------------------------------------------------- tensors
@@ -200,6 +248,9 @@ def _tensors(source: DataSource, device: torch.device) -> Raw:
         raise DataError(f"{path}: train images are {tuple(train[0].shape[1:])} but test images "
                         f"{tuple(test[0].shape[1:])}")
     classes = int(train[1].max()) + 1
+    if classes > MAX_CLASSES:
+        raise DataError(f"{path}: train_labels names class {classes - 1:,}, so {classes:,} classes; at most "
+                        f"{MAX_CLASSES:,} are supported (labels 0 to {MAX_CLASSES - 1:,})")
     if classes < 2:
         raise DataError(f"{path}: train_labels name one class; a classifier needs two or more")
     if int(test[1].max()) >= classes:
@@ -221,6 +272,7 @@ def _read_arrays(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
                 raise DataError(f"{path} must hold a dict of tensors, got a {type(loaded).__name__}")
+            _check_values_held(loaded, path)
             _check_images_fit({k: tuple(v.shape) for k, v in loaded.items()}, device, path)
             return loaded
     except DataError:
@@ -228,6 +280,16 @@ def _read_arrays(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     except Exception as exc:  # truncated, not a zip, a pickle asking for code
         raise DataError(f"{path} cannot be read ({first_line(exc)})") from None
     raise DataError(f"tensors file {path} must end in .pt or .npz")
+
+
+def _check_values_held(arrays: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse tensors without values in memory: saved from the ``meta`` device (shapes only), or sparse."""
+    for key, v in sorted(arrays.items()):
+        if v.device.type != "cpu":
+            raise DataError(f"{path}: {key} was saved on the {v.device.type} device, which holds no values; "
+                            "save the tensors from the CPU")
+        if v.layout != torch.strided:
+            raise DataError(f"{path}: {key} is a {v.layout} tensor; save dense tensors (.to_dense())")
 
 
 def _npz_shape(z, key: str) -> tuple[int, ...]:
@@ -248,8 +310,8 @@ def _split_arrays(arrays: dict[str, torch.Tensor], split: str, path: Path):
     x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     if x.dim() == 3:
         x = x.unsqueeze(1)
-    if x.dim() != 4 or x.shape[2] != x.shape[3] or not (x.dtype == torch.uint8 or x.is_floating_point()):
-        raise DataError(f"{path}: {split}_images must be N×C×S×S (or N×S×S) uint8 or floats, got "
+    if x.dim() != 4 or x.shape[2] != x.shape[3] or x.dtype not in IMAGE_DTYPES:
+        raise DataError(f"{path}: {split}_images must be N×C×S×S (or N×S×S) uint8 or float16, 32 or 64, got "
                         f"{tuple(x.shape)} {x.dtype}")
     if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
         raise DataError(f"{path}: {split}_labels must be {len(x)} integers, got {tuple(y.shape)} {y.dtype}")

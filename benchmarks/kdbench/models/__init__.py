@@ -10,7 +10,7 @@ import torch
 from kdbench.api.errors import ConfigError
 from kdbench.api.tapped import TappedModel, Taps, TapShapes
 from kdbench.models.references import build_reference, entry_points, kind
-from kdbench.models.tap_rules import adapt
+from kdbench.models.tap_rules import adapt, check_output
 from kdbench.models.zoo import ZOO
 
 
@@ -24,7 +24,8 @@ def build_model(
 ) -> TappedModel:
     """A freshly initialised network for the reference ``name`` (:mod:`kdbench.models.references`).
     A network that is not a :class:`TappedModel` is adapted (:mod:`kdbench.models.tap_rules`), which
-    needs ``image_size`` for its dry run; ``taps`` declares its tap modules."""
+    needs ``image_size`` for its dry run; ``taps`` declares its tap modules. With ``image_size``, a
+    dry run checks every non-zoo network's output is ``num_classes`` logits."""
     if name in ZOO:
         if taps:
             raise ConfigError(f"model {name!r} is a zoo model: its taps are built in, declare none")
@@ -33,11 +34,14 @@ def build_model(
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(model_names())}, any "
                           "torchvision:NAME or timm:NAME, or package.module:callable")
     net = build_reference(name, num_classes, in_channels, search)
-    if isinstance(net, TappedModel) and not taps:
-        return net
     if image_size is None:
+        if isinstance(net, TappedModel) and not taps:
+            return net
         raise ConfigError(f"model {name!r} needs the input size to find its taps")
-    return adapt(net, (in_channels, image_size, image_size), taps, name)
+    if isinstance(net, TappedModel) and not taps:
+        check_output(net, (in_channels, image_size, image_size), num_classes, name)
+        return net
+    return adapt(net, (in_channels, image_size, image_size), taps, name, num_classes)
 
 
 def to_device(model: TappedModel, device: torch.device | str, channels_last: bool = True) -> TappedModel:

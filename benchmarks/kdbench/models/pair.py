@@ -19,13 +19,26 @@ DOCS = 'docs/own-models-and-data.md, "Taps"'
 
 
 def build_student(suite: SuiteConfig, spec: DatasetSpec) -> TappedModel:
-    return build_model(suite.student_model, spec.num_classes, spec.in_channels, spec.image_size,
-                       suite.student_taps, suite.folder)
+    """The student, which must have a parameter to train (else every cell fails at its first step)."""
+    net = build_model(suite.student_model, spec.num_classes, spec.in_channels, spec.image_size,
+                      suite.student_taps, suite.folder)
+    _check_parameters(net, "student", suite.student_model, trainable=True)
+    return net
 
 
 def build_teacher(suite: SuiteConfig, spec: DatasetSpec) -> TappedModel:
-    return build_model(suite.teacher.model, spec.num_classes, spec.in_channels, spec.image_size,
-                       suite.teacher.taps, suite.folder)
+    """The teacher: one trained in the suite needs a trainable parameter, one from a checkpoint a
+    parameter at least (a network without any has learnt nothing to distil)."""
+    net = build_model(suite.teacher.model, spec.num_classes, spec.in_channels, spec.image_size,
+                      suite.teacher.taps, suite.folder)
+    _check_parameters(net, "teacher", suite.teacher.model, trainable=not suite.teacher.checkpoint)
+    return net
+
+
+def _check_parameters(net: TappedModel, role: str, ref: str, trainable: bool) -> None:
+    if not any(p.requires_grad or not trainable for p in net.parameters()):
+        why = "so training cannot change it" if trainable else "for its checkpoint to fill"
+        raise ConfigError(f"the {role} {ref} has no {'trainable ' if trainable else ''}parameters, {why}")
 
 
 def model_identity(model: str, taps: dict | None, suite: SuiteConfig) -> dict:

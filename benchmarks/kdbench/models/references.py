@@ -9,7 +9,9 @@
 - a name registered by an installed package under the entry-point group ``kdbench.models`` (a
   constructor with the same signature).
 
-Every failure is a one-line :class:`ConfigError` naming the reference.
+Every failure is a one-line :class:`ConfigError` naming the reference, including a user's module
+that calls ``sys.exit()`` while it is imported or called: that would otherwise end the whole run, with
+its status, before anything was done.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def build_reference(ref: str, num_classes: int, in_channels: int, search: Path |
         raise ConfigError(f"unknown model {ref!r}")
     try:
         builder = ep.load()
-    except Exception as exc:  # a broken third-party package
-        raise ConfigError(f"model {ref!r} (entry point {ep.value}) does not load: {first_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # a broken third-party package
+        raise ConfigError(f"model {ref!r} (entry point {ep.value}) does not load: {_why(exc)}") from None
     return _call(ref, builder, num_classes, in_channels)
 
 
@@ -82,12 +84,19 @@ def _call(ref: str, builder: Callable, num_classes: int, in_channels: int) -> nn
         raise ConfigError(f"model {ref!r}: {builder!r} is not callable")
     try:
         net = builder(num_classes=num_classes, in_channels=in_channels)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ConfigError(f"model {ref!r}: calling it with num_classes={num_classes}, "
-                          f"in_channels={in_channels} failed: {first_line(exc)}") from None
+                          f"in_channels={in_channels} failed: {_why(exc)}") from None
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model {ref!r} returned a {type(net).__name__}, not a torch.nn.Module")
     return net
+
+
+def _why(exc: BaseException) -> str:
+    """The user's code's failure in a few words; ``sys.exit(code)`` named as such."""
+    if isinstance(exc, SystemExit):
+        return f"it calls sys.exit({exc.code!r})"
+    return first_line(exc)
 
 
 def _import_callable(ref: str, search: Path | None) -> Callable:
@@ -98,8 +107,8 @@ def _import_callable(ref: str, search: Path | None) -> Callable:
         sys.path.insert(0, str(search))
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or the module itself raising
-        raise ConfigError(f"model {ref!r}: module {module_name!r} does not import: {first_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # ImportError, or the module itself raising or exiting
+        raise ConfigError(f"model {ref!r}: module {module_name!r} does not import: {_why(exc)}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -8,7 +8,9 @@ Found automatically:
   any network whose ``features`` is an ``nn.Sequential`` (VGG, MobileNet, EfficientNet, ConvNeXt,
   DenseNet): a stage ends at the last child of each run of children with one output resolution.
 
-Every tap is checked by a dry run: stages and the pre-pool map must be maps (B×C×H×W), and the
+Every tap is checked by a dry run, which also checks that the output is a batch of logits with one
+column per class (a constructor that ignores ``num_classes`` would otherwise train against the wrong
+classes, or fail every cell at run time): stages and the pre-pool map must be maps (B×C×H×W), and the
 pre-pool map is a tap only when the classifier's input is its spatial mean, as methods reading both
 assume (a VGG pools to 7×7 and runs an MLP, so it has no pre-pool tap). A found tap that fails its
 check is left out; a declared one is an error.
@@ -26,10 +28,13 @@ from torch import nn
 TAP_KEYS = ("stages", "prepool", "classifier")
 
 
-def adapt(net: nn.Module, input_shape: tuple[int, ...], declared: dict[str, Any] | None, ref: str) -> HookedModel:
-    """``net`` wrapped with its taps: the declared ones checked, the others found."""
+def adapt(net: nn.Module, input_shape: tuple[int, ...], declared: dict[str, Any] | None, ref: str,
+          num_classes: int) -> HookedModel:
+    """``net`` wrapped with its taps: the declared ones checked, the others found, its output
+    checked to be ``num_classes`` logits."""
     declared = _declared(net, declared or {}, ref)
     stages, prepools = _found(net, input_shape)
+    check_output(net, input_shape, num_classes, ref)
     if "prepool" in declared:
         prepools = (declared["prepool"],)
     paths = TapPaths(declared.get("stages", stages), None, declared.get("classifier", _last_linear(net)))
@@ -126,13 +131,6 @@ def _checked(net: nn.Module, paths: TapPaths, prepools: tuple[str, ...], input_s
              declared: dict, ref: str) -> TapPaths:
     """``paths`` with the first pre-pool candidate that checks, less the found taps that fail their
     check; a declared tap that fails is an error."""
-    try:
-        out = _dry_run(net, input_shape)
-    except Exception as exc:
-        raise ConfigError(f"{ref} cannot run on {'×'.join(map(str, input_shape))} inputs: {first_line(exc)}") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ConfigError(f"{ref} must return a batch of logits (B×classes), got "
-                          f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
     if paths.classifier and not _is_output(net, paths.classifier, input_shape):
         _refuse(declared, "classifier", f"{ref}: taps.classifier {paths.classifier!r} does not produce the network's output")
         paths = TapPaths(paths.stages, paths.prepool, None)
@@ -153,6 +151,21 @@ def _checked(net: nn.Module, paths: TapPaths, prepools: tuple[str, ...], input_s
         _refuse(declared, "prepool", f"{ref}: taps.prepool {candidate!r} is not a map whose spatial mean "
                                      "is the classifier's input")
     return paths
+
+
+@torch.no_grad()
+def check_output(net: nn.Module, input_shape: tuple[int, ...], num_classes: int, ref: str) -> None:
+    """Refuse a network that cannot run on the data's inputs, or whose output is not B×``num_classes``."""
+    try:
+        out = _dry_run(net, input_shape)
+    except Exception as exc:
+        raise ConfigError(f"{ref} cannot run on {'×'.join(map(str, input_shape))} inputs: {first_line(exc)}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ConfigError(f"{ref} must return a batch of logits (B×classes), got "
+                          f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    if out.shape[1] != num_classes:
+        raise ConfigError(f"{ref} returns {out.shape[1]:,} logits per image, but the data has {num_classes:,} "
+                          f"classes; build its classifier for num_classes")
 
 
 def _is_output(net: nn.Module, path: str, input_shape: tuple[int, ...]) -> bool:

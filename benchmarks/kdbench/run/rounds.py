@@ -7,7 +7,6 @@ then the suite's cells at the hyperparameters the trials chose (:mod:`kdbench.ru
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 from typing import Callable
@@ -15,6 +14,7 @@ from typing import Callable
 from kdbench.api.errors import StorageError
 from kdbench.api.paths import under
 from kdbench.config.hashing import stable_hash
+from kdbench.data.datasets import steps_per_epoch
 from kdbench.run import claims
 from kdbench.run.plan import Prepared, cell_config
 from kdbench.run.progress import Progress
@@ -209,7 +209,7 @@ def run_group(
     for run in runs:
         run.start()
     end(stopped_only=True)
-    steps = math.ceil(len(data.train) / train.batch_size)
+    steps = steps_per_epoch(len(data.train), train.batch_size)
     for epoch in range(train.epochs):
         live = [r for r in runs if r.training and r.next_epoch == epoch]  # a resumed cell may be ahead
         if not live:

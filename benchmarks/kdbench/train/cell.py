@@ -26,7 +26,7 @@ from kdbench.api.method import Method, MethodContext, TeacherData
 from kdbench.api.paths import under
 from kdbench.config.hashing import stable_hash
 from kdbench.config.suite import MethodEntry, SuiteConfig
-from kdbench.data.datasets import Dataset, steps_per_epoch
+from kdbench.data.datasets import Dataset, images_per_epoch, steps_per_epoch
 from kdbench.models import to_device
 from kdbench.models.pair import build_student
 from kdbench.train import records
@@ -324,7 +324,7 @@ class CellRun:
         spent, setup = self._spent(), self.setup.seconds()
         own_train, evaluation = spent["train_own_s"], spent["eval_s"]
         train_s = own_train + self.teacher_s
-        images = len(self.rec["epochs"]) * len(self.shared.data.train)
+        images = len(self.rec["epochs"]) * images_per_epoch(len(self.shared.data.train), self.shared.suite.train.batch_size)
         return {
             "cost_s": setup + train_s + evaluation,
             "time_split": {"setup_s": setup, "train_own_s": own_train, "teacher_s": self.teacher_s,
@@ -371,6 +371,7 @@ class CellRun:
             "environment": environment(shared.device, shared.deterministic),
             "fast_path": asdict(shared.suite.fast_path),
             "budget_epochs": shared.suite.train.epochs,
+            "steps_per_epoch": steps_per_epoch(len(data.train), shared.suite.train.batch_size),
             "epochs": [],
             "final_acc": None,
             "best_acc": None,

@@ -24,7 +24,7 @@ from kdbench.api.errors import StorageError
 from kdbench.api.method import Method, TrainingProgress, forward_taps_for
 from kdbench.api.tapped import TappedModel
 from kdbench.config.suite import OptimizerConfig, ScheduleConfig, TrainConfig
-from kdbench.data.datasets import Dataset, Split, test_batches, train_batches
+from kdbench.data.datasets import Dataset, Split, steps_per_epoch, test_batches, train_batches
 from kdbench.train.environment import rng_state, set_rng_state
 from kdbench.train.fast_path import autocast
 from kdbench.train.timing import Timer
@@ -169,14 +169,14 @@ def train_epoch(
     needs_teacher = teacher is not None and any(c.method.needs_teacher() for c in live)
     teacher_taps = frozenset().union(*(c.method.teacher_taps for c in live))
     teacher_time = Timer(data.train.images.device)
-    steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
+    steps = steps_per_epoch(len(data.train), train.batch_size)
     for c in live:
         c.student.train()
         c.method.train()
         c.sums, c.steps, c.watch = {}, 0, None
     for step, (x, y) in enumerate(train_batches(data.train, data.spec, train.batch_size, seed, epoch)):
-        lr = lr_at(train.optimizer, train.schedule, train.epochs, epoch, step / steps_per_epoch)
-        progress = TrainingProgress(epoch, step, steps_per_epoch, train.epochs)
+        lr = lr_at(train.optimizer, train.schedule, train.epochs, epoch, step / steps)
+        progress = TrainingProgress(epoch, step, steps, train.epochs)
         t_taps = None
         if needs_teacher and any(c.status == "ok" and c.method.needs_teacher() for c in live):
             with torch.no_grad(), teacher_time.region(), autocast(precision, x.device):

@@ -123,6 +123,8 @@ FIELDS: tuple[Field, ...] = (
     Field("fast_path.deterministic", (bool,), "", "the suite asked for deterministic kernels"),
     Field("fast_path.compile_note", TEXT, "", "why a network ran eagerly after all"),
     Field("budget_epochs", (int,), "epochs", "the training budget", **POSITIVE),
+    Field("steps_per_epoch", (int,), "steps", "batches per epoch: n_train / batch_size rounded up, less a "
+       "final batch of one image, which is dropped", low=1),
     Field("epochs", LIST, "", "one entry per finished epoch", "ok"),
     Field("epochs[].epoch", (int,), "", "1-based epoch number", **POSITIVE),
     Field("epochs[].lr_end", NUMBER, "", "learning rate at the epoch's last step", **COUNT),
