@@ -17,7 +17,7 @@ from kdbench.api.paths import under
 from kdbench.config.hashing import stable_hash
 from kdbench.run import claims
 from kdbench.run.plan import Prepared, cell_config
-from kdbench.run.progress import Progress
+from kdbench.run.progress import EpochClock, Progress
 from kdbench.run.request import RunRequest
 from kdbench.run.tuning import choice_line, tuned_specs
 from kdbench.train import records
@@ -203,6 +203,7 @@ def run_group(
         run.start()
     end(stopped_only=True)
     steps = math.ceil(len(data.train) / train.batch_size)
+    clock = EpochClock(group_name(runs), train.epochs)
     for epoch in range(train.epochs):
         live = [r for r in runs if r.training and r.next_epoch == epoch]  # a resumed cell may be ahead
         if not live:
@@ -214,7 +215,15 @@ def run_group(
         for run in live:
             run.end_epoch(epoch, teacher_s)
         end(stopped_only=True)
+        bar.epoch_ended(clock.line(epoch, sum(r.training for r in runs)))
     end(stopped_only=False)
+
+
+def group_name(runs: list[CellRun]) -> str:
+    """A group in the run's log: ``seed 0 (5 cells)``, ``trials, seed 1000 (3 cells)``."""
+    spec = runs[0].spec
+    trials = "trials, " if spec.trial is not None else ""
+    return f"{trials}seed {spec.seed} ({len(runs)} cell{'s' if len(runs) > 1 else ''})"
 
 
 def cell_name(label: str, seed: int, trial: int | None) -> str:
