@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         suite, methods=args.methods, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
         download=args.download, results_dir=args.results_dir,
         executor=executor_config(args.executor, flags, suite.executor, "--executor"),
-        progress=False if args.no_progress else None, lockstep=not args.no_lockstep, max_group=args.max_group,
+        progress=False if args.no_progress else None, quiet=args.quiet, lockstep=not args.no_lockstep, max_group=args.max_group,
     )
     records = run_suite(request)
     bad = [r for r in records if r["status"] != "ok"]
@@ -106,7 +106,10 @@ def _add_run(sub) -> None:
     run.add_argument("--data-dir", help="folder holding the dataset files")
     run.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
     run.add_argument("--results-dir", default="results", help="where run records go (default: results)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars, summaries only")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bars (a line per group and epoch still says how far it is)")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress at all: no bars and no epoch lines, only each cell's line and the summary")
     run.add_argument("--no-lockstep", action="store_true",
                      help="train cells one at a time (each with its own teacher pass) instead of a seed's "
                           "cells together; same records, for comparison and debugging")

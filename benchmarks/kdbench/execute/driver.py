@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from kdbench.api.errors import GroupsCrashed
+from kdbench.api.errors import GroupsCrashed, first_line
 from kdbench.api.paths import under
 from kdbench.execute.executors import dispatch
 from kdbench.execute.jobs import GroupJob
 from kdbench.run.plan import Prepared, prepare
-from kdbench.run.progress import Progress, forward_logs
+from kdbench.run.progress import Progress, above_bars, forward_logs
 from kdbench.run.request import RunRequest
 from kdbench.run.rounds import (cell_name, cell_run, done_record, final_specs, groups, run_here, shared_runs,
                                 summary_line)
@@ -27,8 +27,9 @@ def run_suite(request: RunRequest, log: Callable[[str], None] | None = None) -> 
     in plan order. ``log`` takes the progress lines (default: above the progress bars)."""
     request.executor.check_available()
     p = prepare(request)
-    bar = Progress(total=len(p.trials) + len(p.specs), enabled=request.progress)
-    say = log or bar.write
+    say = log or above_bars
+    bar = Progress(total=len(p.trials) + len(p.specs), enabled=False if request.quiet else request.progress,
+                   tell=None if request.quiet else say)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(request.executor.threads or threads)  # this process's cells, and the teacher
@@ -81,9 +82,8 @@ def run_phase(phase: Phase, p: Prepared, bar: Progress, say: Callable[[str], Non
         say(f"{len(jobs)} group(s){' of trials' if phase.name == 'trials' else ''} to {executor.describe()}")
     crashed = []
     for job, outcome in dispatch(jobs, executor, under(p.results_dir, p.suite.name, "executor-logs")):
-        if isinstance(outcome, BaseException):
-            crashed.append(f"seed {job.seed}: {type(outcome).__name__}: {str(outcome).strip()[:200]}")
-            say(f"group of seed {job.seed} crashed ({crashed[-1]})")
+        if isinstance(outcome, BaseException):  # said once, in the error at the end; the others go on
+            crashed.append(f"seed {job.seed}: {type(outcome).__name__}: {first_line(outcome)[:200]}")
             continue
         for rec in outcome:
             if cell_key(rec) not in out:

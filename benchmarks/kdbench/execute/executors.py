@@ -9,15 +9,14 @@ results folder, under the cells' claims, so executors can be mixed and runs can 
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from kdbench.config.executor import ExecutorConfig, cores
 from kdbench.execute.jobs import run_job
+from kdbench.execute.workers import run_in_workers
 
 # ----------------------------------------------------------------------------------------- dispatch
 
@@ -37,12 +36,9 @@ def dispatch(jobs: list, cfg: ExecutorConfig, log_dir: Path) -> Iterator[tuple[A
 
 
 def _processes(jobs: list, cfg: ExecutorConfig) -> Iterator[tuple[Any, Any]]:
-    # spawn, not fork: a forked child of a process that has run torch's thread pools can hang.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=cfg.n_workers(), mp_context=context) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
-        for future in as_completed(futures):
-            yield futures[future], future.exception() or future.result()
+    """A process per group, N at once (:mod:`kdbench.execute.workers`: one dying ends its group alone,
+    and none outlives the driver)."""
+    yield from run_in_workers(run_job, jobs, cfg.n_workers())
 
 
 def _submitit(jobs: list, cfg: ExecutorConfig, log_dir: Path) -> Iterator[tuple[Any, Any]]:

@@ -48,7 +48,10 @@ def run_job(job: GroupJob) -> list[dict]:
     def note(line: str) -> None:  # what deep code logs (a cache recomputed, a wait): always shown
         print(f"(seed {job.seed}) {line}", flush=True)
 
-    bar = Progress(total=len(job.keys), enabled=False)
+    def echo(line: str) -> None:  # the group's epoch lines (they name the seed), through the same output
+        print(line, flush=True)
+
+    bar = Progress(total=len(job.keys), enabled=False, tell=None if job.request.quiet else echo)
     with forward_logs(note):
         shared, trials = shared_runs(p, note)
         if job.phase == "trials":

@@ -22,6 +22,7 @@ class RunRequest:
     results_dir: str = "results"
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # its threads: per cell's process
     progress: bool | None = None  # None: bars on a terminal
+    quiet: bool = False  # True: no bars and no epoch lines, only each cell's line and the summary
     lockstep: bool = True  # False: each cell alone, with its own teacher pass (same records)
     max_group: int | None = None  # at most this many cells in a lockstep group (memory); None: a seed's all
 

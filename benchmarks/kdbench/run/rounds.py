@@ -17,7 +17,8 @@ from kdbench.config.hashing import stable_hash
 from kdbench.data.datasets import steps_per_epoch
 from kdbench.run import claims
 from kdbench.run.plan import Prepared, cell_config
-from kdbench.run.progress import Progress
+from kdbench.run.progress import EpochClock, Progress
+from kdbench.run.referee import Referee
 from kdbench.run.request import RunRequest
 from kdbench.run.tuning import choice_line, tuned_specs
 from kdbench.train import records
@@ -197,31 +198,46 @@ def run_group(
     t0 = time.perf_counter()
     reset_peak_memory(shared.device)
 
-    ended: set[int] = set()
+    referee = Referee(shared.guard, runs)
 
     def end(stopped_only: bool) -> None:
-        for i, run in enumerate(runs):
-            if i not in ended and (run.status != "ok" or not stopped_only):
-                ended.add(i)
+        for run in runs:
+            if not run.ended and (run.status != "ok" or not stopped_only):
                 group = {"lockstep": lockstep, "size": len(runs), "wall_s": time.perf_counter() - t0}
-                done(run, run.finish(group, peak_memory(shared.device)))
+                rec = run.finish(group, peak_memory(shared.device))
+                referee.check([run], "its finish (final facts, record extras)")
+                done(run, rec)
 
-    for run in runs:
+    referee.at_start()
+    for run in [r for r in runs if r.status == "ok"]:
         run.start()
+        referee.check([run], "its start (constructor, prepare)")
     end(stopped_only=True)
     steps = steps_per_epoch(len(data.train), train.batch_size)
+    clock = EpochClock(group_name(runs), train.epochs)
     for epoch in range(train.epochs):
         live = [r for r in runs if r.training and r.next_epoch == epoch]  # a resumed cell may be ahead
         if not live:
             continue
         names = live[0].spec.entry.label if len(live) == 1 else f"{len(live)} cells"
         bar.start_epoch(f"seed {seed} {names} ep {epoch + 1}/{train.epochs}", steps)
-        teacher_s = train_epoch([r.cell for r in live], shared.teacher.net if shared.teacher else None, data, train, seed, epoch,
-                                on_step=lambda _: bar.step(), precision=shared.suite.fast_path.precision)
+        of = {id(r.cell): r for r in live}
+        teacher_s = train_epoch([r.cell for r in live], shared.teacher.net if shared.teacher else None, data, train,
+                                seed, epoch, on_step=lambda _: bar.step(), precision=shared.suite.fast_path.precision,
+                                check=lambda cells, what: referee.check([of[id(c)] for c in cells], what))
         for run in live:
             run.end_epoch(epoch, teacher_s)
+            referee.check([run], f"its end of epoch {epoch + 1} (evaluation, checkpoint)")
         end(stopped_only=True)
+        bar.epoch_ended(clock.line(epoch, sum(r.training for r in runs)))
     end(stopped_only=False)
+
+
+def group_name(runs: list[CellRun]) -> str:
+    """A group in the run's log: ``seed 0 (5 cells)``, ``trials, seed 1000 (3 cells)``."""
+    spec = runs[0].spec
+    trials = "trials, " if spec.trial is not None else ""
+    return f"{trials}seed {spec.seed} ({len(runs)} cell{'s' if len(runs) > 1 else ''})"
 
 
 def cell_name(label: str, seed: int, trial: int | None) -> str:

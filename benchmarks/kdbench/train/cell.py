@@ -5,7 +5,8 @@ every method of a seed), draws every training-time random number from its own st
 state with each epoch's checkpoint. So its record is bitwise the same trained alone, in any group,
 in any order, and after a kill and a resume (CPU, at a fixed thread count). An exception in any
 phase ends this cell as ``failed``; a non-finite loss ends it as ``diverged``; nothing it does
-stops the cells it shares a data stream with.
+stops the cells it shares a data stream with, except a change to the data they share, which no cell
+may train on (:mod:`kdbench.run.referee`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from kdbench.train.cost import inference_flops, parameter_counts
 from kdbench.train.diagnostics import kernel_gap, pooled_features, test_pass
 from kdbench.train.environment import environment, seed_everything
 from kdbench.train.fast_path import compile_forward, compile_note, eager
+from kdbench.train.isolation import InputGuard
 from kdbench.train.loop import Cell, describe_failure, epoch_losses, evaluate, make_cell, run_as
 from kdbench.train.teacher import Teacher, TeacherInfo
 from kdbench.train.timing import Timer
@@ -78,10 +80,12 @@ class SharedRun:
     results_dir: Path
     teacher: Teacher | None  # None when no cell of the run reads one
     folder: Path | None = None  # its cells' runs/, checkpoints/ and claims/ (default: results_dir/<suite>)
+    guard: InputGuard = field(init=False, repr=False, compare=False)  # the checksums of the teacher and data
 
     def __post_init__(self) -> None:
         if self.folder is None:
             object.__setattr__(self, "folder", under(self.results_dir, self.suite.name))
+        object.__setattr__(self, "guard", InputGuard(self.teacher.net if self.teacher else None, self.data))
 
 
 def checkpoint_file(folder: Path, stem: str) -> Path:
@@ -110,6 +114,7 @@ class CellRun:
         self.cell: Cell | None = None
         self.method: Method | None = None
         self.status, self.next_epoch = "ok", 0
+        self.ended = False  # its record is built
         self.setup = Timer(shared.device)  # build, prepare, resume
         self.eval = Timer(shared.device)
         self.teacher_s = 0.0
@@ -281,7 +286,7 @@ class CellRun:
             run_as(self.cell, self._final_facts, self.eval)
             if self.cell.status == "failed":
                 self._fail(self.cell.error, self.cell.traceback)
-        rec = self.rec
+        rec, self.ended = self.rec, True
         rec["status"] = self.status
         accs = [e["test_acc"] for e in rec["epochs"]]
         if accs:
@@ -339,6 +344,14 @@ class CellRun:
         }
 
     # -- the record ----------------------------------------------------------------------------------
+
+    def stop(self, error: str) -> None:
+        """Fail this cell from outside it (what its group shares was changed, by it or by another)."""
+        self._fail(error, "")
+        if self.ended:  # found after its finish: the record being written says so
+            self.rec["status"], self.rec["final_acc"] = "failed", None
+        if self.cell is not None:
+            self.cell.status, self.cell.error, self.cell.traceback = "failed", error, ""
 
     def _fail(self, error: str, traceback: str) -> None:
         self.status = "failed"

@@ -27,6 +27,7 @@ from kdbench.config.suite import OptimizerConfig, ScheduleConfig, TrainConfig
 from kdbench.data.datasets import Dataset, Split, steps_per_epoch, test_batches, train_batches
 from kdbench.train.environment import rng_state, set_rng_state
 from kdbench.train.fast_path import autocast
+from kdbench.train.isolation import check_terms
 from kdbench.train.timing import Timer
 from torch import nn
 
@@ -161,10 +162,12 @@ def train_epoch(
     epoch: int,
     on_step: Callable[[int], None] | None = None,
     precision: str = "fp32",
+    check: Callable[[list[Cell], str], None] | None = None,
 ) -> float:
     """One epoch over the training set for every live cell, on the (seed, epoch) data stream, the
     teacher's pass in ``precision``. Returns the seconds the shared teacher pass took (0 when no
-    live cell reads the teacher)."""
+    live cell reads the teacher). ``check(cells, what)`` after the steps and after each cell's own
+    ``on_epoch_end``: did what the cells share change (:mod:`kdbench.run.referee`)?"""
     live = [c for c in cells if c.status == "ok"]
     needs_teacher = teacher is not None and any(c.method.needs_teacher() for c in live)
     teacher_taps = frozenset().union(*(c.method.teacher_taps for c in live))
@@ -186,9 +189,13 @@ def train_epoch(
                 run_as(c, lambda: _step(c, x, y, t_taps, progress, lr))
         if on_step is not None:
             on_step(step)
+    if check is not None:
+        check(live, f"epoch {epoch + 1}'s steps")
     for c in live:
         if c.status == "ok" and not (c.watch is not None and c.watch.read(c)):
             run_as(c, lambda: c.method.on_epoch_end(epoch))
+            if check is not None and type(c.method).on_epoch_end is not Method.on_epoch_end:
+                check([c], f"its on_epoch_end (epoch {epoch + 1})")
     return teacher_time.seconds()
 
 
@@ -198,6 +205,7 @@ def _step(c: Cell, x, y, t_taps, progress: TrainingProgress, lr: float) -> None:
     with autocast(c.precision, x.device):
         s_taps = forward_taps_for(c.student, x, c.method.student_taps)
         terms = c.method.losses(s_taps, t_taps, y, progress)
+        check_terms(terms)
         loss = sum(terms.values())
     c.watch = c.watch or NonFinite(terms, progress.epoch)
     c.watch.update(loss, terms, progress.step)
