@@ -72,25 +72,24 @@ class SparseCrossEntropy(torch.autograd.Function):
     """−Σ_c P̃_c log softmax(z)_c at every location (channels last), its gradient penalized off the
     support P̃ is given on.
 
-    Written out so that nothing C-wide is formed but z's log-normaliser and, in the backward pass,
-    softmax(z): as Σ_c P̃_c = 1 the loss is logsumexp(z) − Σ_kept P̃_c z_c, and its gradient
+    Written out so that nothing C-wide is formed but log softmax(z) and, in the backward pass,
+    softmax(z): the loss reads only the kept entries, and as Σ_c P̃_c = 1 the gradient is
     softmax(z)_c − P̃_c, times 1 on the support and ε off it."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, idx: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-        z = z.to(torch.promote_types(z.dtype, torch.float32))  # bf16 autocast: in fp32
-        lse = torch.logsumexp(z, dim=-1, keepdim=True)
-        kept = z.gather(-1, idx)
-        ctx.save_for_backward(z, lse, kept, idx, target)
+        log_p = F.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)  # bf16: in fp32
+        kept = log_p.gather(-1, idx)
+        ctx.save_for_backward(log_p, kept, idx, target)
         ctx.eps = eps
-        return lse.squeeze(-1) - (target * kept).sum(dim=-1)
+        return -(target * kept).sum(dim=-1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        z, lse, kept, idx, target = ctx.saved_tensors
+        log_p, kept, idx, target = ctx.saved_tensors
         grad = grad.unsqueeze(-1)
-        on_support = ((kept - lse).exp_() - target) * grad  # 1 · (softmax − P̃)
-        grad_z = (z - lse).exp_().mul_(ctx.eps * grad)  # ε · softmax
+        on_support = (kept.exp() - target) * grad  # 1 · (softmax − P̃)
+        grad_z = log_p.exp().mul_(ctx.eps * grad)  # ε · softmax
         return grad_z.scatter_(-1, idx, on_support), None, None, None
 
 
