@@ -8,7 +8,9 @@
 # and uses an interpreter that already has torch (a GPU machine with a preinstalled stack); nothing
 # is installed into it: benchmarks/ goes on PYTHONPATH, with one link for the plugins' mapping.
 set -euo pipefail
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # waiting OpenMP threads sleep: a loaded machine stays fast
+if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GOMP_SPINCOUNT:-}" ]; then
+  export GOMP_SPINCOUNT=10000  # waiting OpenMP threads spin briefly, then sleep (docs/speed.md)
+fi
 cd "$(dirname "$0")"
 
 TORCH_PIN="torch==2.14.1 torchvision==0.29.1"

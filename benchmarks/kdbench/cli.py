@@ -10,9 +10,11 @@ import argparse
 import os
 import sys
 
-# Before anything loads torch and its OpenMP: waiting threads sleep instead of spinning, so a shared,
-# loaded machine slows a run far less (docs/speed.md); the bits are the same.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before anything loads torch and its OpenMP, unless the user chose: waiting threads spin briefly,
+# then sleep. Close to the fastest setting on an idle machine and on a loaded one
+# (docs/speed.md, "OpenMP wait setting"); the bits do not depend on it.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from kdbench.api.errors import GroupsCrashed, KDBenchError
 from kdbench.api.registry import get_method, method_names

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
     parser.add_argument("--reuse-teacher", action="store_true",
                         help="read the teacher and offline targets cached under --results-dir instead of training them")
+    parser.add_argument("--keep", metavar="DIR", help="copy the run's records to DIR/SUITE/runs/ (the timed run's "
+                        "own folder is temporary)")
     add_teacher_cache(parser)
 
 
@@ -95,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     with scratch_results(teachers) as tmp:
         phases, records, total = timed_phases(RunRequest(suite, device=args.device, results_dir=str(tmp), progress=False),
                                               tmp / "report")
+        if args.keep:
+            shutil.copytree(tmp / suite.name / "runs", Path(args.keep) / suite.name / "runs", dirs_exist_ok=True)
     print(load_line("after"))
     bad = [f"{r['label']} seed {r['seed']}: {r['status']}" for r in records if r["status"] != "ok"]
     print(f"\n{len(records)} records, {len(records) - len(bad)} ok{': not ok ' + '; '.join(bad) if bad else ''}")

@@ -35,6 +35,7 @@ SUMMARY = "OpenMP wait settings (sleep, bounded spin, spin) timed on one group, 
 #: name: the environment a measurement runs under (``None`` removes the variable).
 SETTINGS: dict[str, dict[str, str | None]] = {
     "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None},
+    "spin 1k": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "1000"},
     "spin 10k": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "10000"},
     "spin 100k": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "100000"},
     "spin 300k (libgomp's default)": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "300000"},

@@ -1,0 +1,49 @@
+"""``kdbench bench suite`` (time to result, split by phase) and ``kdbench bench wait-policy`` (OpenMP
+wait settings, idle and loaded), each on a tiny suite."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from kdbench.cli import main
+from kdbench.train.environment import cpu_model
+
+from tests.test_end_to_end import SMALL
+
+
+def test_suite_bench_times_every_phase_and_names_the_machine(needs_fashion_mnist, write_suite, tmp_path, capsys):
+    path = write_suite(seeds=[0, 1], methods=["student_ce", "kd_layer"], train={"epochs": 1, "batch_size": 128},
+                       **SMALL)
+    assert main(["bench", "suite", str(path), "--threads", "1", "--keep", str(tmp_path / "kept"),
+                 "--results-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert f"machine: {cpu_model()}" in out and "1 torch threads" in out
+    assert re.search(r"load average before: [\d.]+ [\d.]+ [\d.]+", out)
+    assert re.search(r"load average after: [\d.]+ [\d.]+ [\d.]+", out)
+    assert "teacher trained from scratch" in out and "4 records, 4 ok" in out
+    rows = dict(re.findall(r"^\| (.+?) \| \**([\d.]+)\** \|", out, re.MULTILINE))
+    total = float(re.search(r"wall time of the whole suite: ([\d.]+) s", out).group(1))
+    parts = ["data and checks", "teacher (trained or verified)", "seed 0 group (2 cells)", "seed 1 group (2 cells)",
+             "records and claims between groups", "report"]
+    assert set(parts) <= set(rows) and float(rows["**total**"]) == total
+    assert sum(float(rows[p]) for p in parts) == pytest.approx(total, abs=0.1 * len(parts))
+    assert float(rows["teacher (trained or verified)"]) > 0
+    kept = sorted((tmp_path / "kept" / "tiny" / "runs").glob("*.json"))
+    assert [f.name for f in kept] == ["kd_layer__seed0.json", "kd_layer__seed1.json",
+                                      "student_ce__seed0.json", "student_ce__seed1.json"]
+    assert json.loads(kept[0].read_text())["status"] == "ok"
+    assert not (tmp_path / "cache").exists(), "from scratch: the teacher cache is neither read nor written"
+
+
+def test_wait_policy_bench_times_each_setting_idle_and_loaded(needs_fashion_mnist, write_suite, tmp_path, capsys):
+    path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"], **SMALL)
+    assert main(["bench", "wait-policy", "--suite", str(path), "--train-size", "256", "--rounds", "1", "--load", "1",
+                 "--threads", "1", "--settings", "passive", "spin 10k", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "the records were the same under every setting, idle and loaded" in out
+    for setting in ("passive", "spin 10k"):
+        for condition in ("idle", "loaded"):
+            assert re.search(rf"round 1, {condition}, {setting}: [\d.]+ s", out)
+        assert re.search(rf"^\| {setting} \| [\d.]+ s \([\d.]+\) \| [\d.]+ s \([\d.]+\) \| [\d.]+ \|$", out, re.MULTILINE)
