@@ -9,9 +9,11 @@ process that dies, so its cells are taken over by whoever asks next.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+from kdbench.api.errors import StorageError
 from kdbench.api.paths import under
 from kdbench.train.cell import RunSpec
 
@@ -19,6 +21,21 @@ from kdbench.train.cell import RunSpec
 def claim_path(folder: Path, spec: RunSpec) -> Path:
     """``folder``: the cells' folder (``SharedRun.folder``)."""
     return under(folder, "claims", f"{spec.stem}.lock")
+
+
+def check(folder: Path, specs: list[RunSpec]) -> None:
+    """Before a run's first write: no claim file already there is a symbolic link or a folder (the
+    harness makes neither, and a lock cannot be taken on one), so a planted one is refused before a
+    teacher is trained, not after."""
+    for spec in specs:
+        path = claim_path(folder, spec)
+        if os.path.islink(path) or os.path.isdir(path):
+            raise _unusable(path, f"it is a {'symbolic link' if os.path.islink(path) else 'folder'}")
+
+
+def _unusable(path: Path, reason: str) -> StorageError:
+    return StorageError(f"the claim {path} cannot be taken: {reason}; "
+                        "remove it if no run is using this results folder")
 
 
 def take(folder: Path, specs: list[RunSpec]) -> dict[tuple, FileLock]:
@@ -29,11 +46,22 @@ def take(folder: Path, specs: list[RunSpec]) -> dict[tuple, FileLock]:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path), timeout=0)
         try:
-            lock.acquire()
+            _acquire(lock, path)
         except Timeout:
             continue
         held[spec.key] = lock
     return held
+
+
+def _acquire(lock: FileLock, path: Path) -> None:
+    """``lock.acquire()``; a claim file that cannot be opened (a symlink loop or a folder planted in
+    its place, no permission) is a one-line error naming it, not a traceback."""
+    try:
+        lock.acquire()
+    except Timeout:
+        raise
+    except OSError as exc:
+        raise _unusable(path, exc.strerror or str(exc)) from None
 
 
 def release(held: dict[tuple, FileLock]) -> None:
@@ -43,6 +71,7 @@ def release(held: dict[tuple, FileLock]) -> None:
 
 def wait_for(folder: Path, spec: RunSpec) -> None:
     """Block until the process holding ``spec``'s claim ends it (finishes the cell, or dies)."""
-    lock = FileLock(str(claim_path(folder, spec)))
-    lock.acquire()
+    path = claim_path(folder, spec)
+    lock = FileLock(str(path))
+    _acquire(lock, path)
     lock.release()
