@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdbench import NON_NEGATIVE, AnyOf, Choice, ConfigError, LogUniform, Method, OneOf, TeacherData, at_least, register
+from kdbench import NON_NEGATIVE, AnyOf, Choice, ConfigError, Interval, LogUniform, Method, OneOf, TeacherData, at_least, register
 from kdbench.offline_cache import cache_path, load_or_compute, source_sha256
 from kdbench.methods import _bregman
 from kdbench.methods._bregman import ImportedLayer, fit_bregman_pca, solve_coefficients, transfer, warm_start
@@ -68,8 +68,8 @@ class BregmanPCA(Method):
     }
     domains = {
         "k": AnyOf(at_least(1), OneOf("auto")), "lambda_c": NON_NEGATIVE, "lambda_B": NON_NEGATIVE, "lambda_y": NON_NEGATIVE,
-        "fit_iters": at_least(1), "fit_newton_iters": at_least(1), "newton_iters": at_least(1),
-    }
+        "fit_iters": Interval(1, 1_000), "fit_newton_iters": Interval(1, 100), "newton_iters": Interval(1, 100),
+    }  # the counts bounded far above any use, so a typo (fit_iters: 10**9) is refused before it loops
     search_space = {"k": Choice(2, 4, 6, 8), "lambda_c": LogUniform(0.1, 10), "lambda_y": LogUniform(0.1, 10)}
     student_taps = frozenset({"pooled", "logits"})
     teacher_taps = frozenset({"logits"})

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench import NON_NEGATIVE, Choice, LogUniform, Method, OneOf, TapShapes, TeacherData, Uniform, at_least, register
+from kdbench import NON_NEGATIVE, Choice, Interval, LogUniform, Method, OneOf, TapShapes, TeacherData, Uniform, register
 from kdbench.offline_cache import cache_path, load_or_compute, source_sha256
 from kdbench.methods import _letkd_targets
 from kdbench.methods._letkd_targets import (
@@ -109,9 +109,9 @@ class KDLayerMethod(Method):
         "kmeans_iters": 20, "fit_vectors": 200_000,
     }
     domains = {
-        "variant": OneOf(*VARIANTS), "K": at_least(2), "alpha": NON_NEGATIVE, "penult_weight": NON_NEGATIVE,
-        "inter_weight": NON_NEGATIVE, "kmeans_iters": at_least(1), "fit_vectors": at_least(1),
-    }
+        "variant": OneOf(*VARIANTS), "K": Interval(2, 65_536), "alpha": NON_NEGATIVE, "penult_weight": NON_NEGATIVE,
+        "inter_weight": NON_NEGATIVE, "kmeans_iters": Interval(1, 1_000), "fit_vectors": Interval(1, 100_000_000),
+    }  # the counts bounded far above any use, so a typo (K: 10**12) is refused before it allocates
     search_space = {"alpha": Uniform(0, 2), "penult_weight": LogUniform(0.1, 10), "K": Choice(32, 64, 128)}
     student_taps = frozenset({"logits"})
     teacher_taps = frozenset({"prepool", "stages", "blocks"})

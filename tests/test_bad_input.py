@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import pickle
 import shutil
 import struct
@@ -37,7 +38,7 @@ from tests.user_files import pair_suite, tensors, write_odd_module, write_png_he
 class Env:
     tmp: Path
     trained: Path | None  # results of one tiny run (teacher and a record), when the case needs it
-    monkeypatch: Any = None  # for the cases that install a third-party plugin
+    monkeypatch: Any = None  # for the cases that install a third-party plugin or shorten Ray's time limit
 
     @property
     def results(self) -> Path:
@@ -243,6 +244,71 @@ def _gz_cut(f: Path):
 
 def _unlink(name):
     return lambda f: (f / name).unlink()
+
+
+# --- issue 24: suite files, paths and the command line (helpers)
+
+#: "Billion laughs": nine aliases of nine aliases of ... nine strings; 9⁹ values once expanded, in 400 bytes.
+BOMB = "{" + ", ".join(["x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
+    f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 9)]) + "}"
+LONG_NAME = "a" * 300
+LONG_PATH = "/".join(["b" * 100] * 80)  # 8,079 characters, no name too long
+
+
+def _yaml(e: Env, text: str, **overrides) -> list[str]:
+    """The smoke suite with ``overrides`` whose value ``"XBOMBX"`` is then replaced by raw YAML ``text``."""
+    path = Path(e.suite(**overrides))
+    path.write_text(path.read_text().replace("XBOMBX", text))
+    return e.run(suite=str(path))
+
+
+def _suite_bytes(e: Env, data: bytes) -> list[str]:
+    (e.tmp / "s.yaml").write_bytes(data)
+    return e.run(suite=str(e.tmp / "s.yaml"))
+
+
+def _latin1(e: Env) -> list[str]:
+    """A valid suite with a non-ASCII character, saved in latin-1 rather than UTF-8."""
+    text = Path(e.suite(description="XBOMBX")).read_text().replace("XBOMBX", "Café au lait")
+    return _suite_bytes(e, text.encode("latin-1"))
+
+
+def _records(e: Env, make: Callable[[Path], None]) -> list[str]:
+    """``kdbench report`` on a suite whose one record ``make(runs_folder)`` plants."""
+    runs = e.results / "s" / "runs"
+    runs.mkdir(parents=True)
+    make(runs)
+    return ["report", "s", "--results-dir", str(e.results), "--report-dir", str(e.tmp / "rep")]
+
+
+def _claim_loop(e: Env) -> list[str]:
+    """A claim planted as a symbolic link to itself, in the results folder of the cell to run."""
+    claims = e.results / "tiny" / "claims"
+    claims.mkdir(parents=True)
+    (claims / "student_ce__seed0.lock").symlink_to("student_ce__seed0.lock")
+    return e.run("--methods", "student_ce", "--seeds", "0", suite=e.suite())
+
+
+def _ray_silent(e: Env) -> list[str]:
+    """A port that accepts connections and never answers as Ray would, under a 2 s time limit."""
+    import socket
+
+    from kdbench.config import ray_address
+
+    e.socket = socket.create_server(("127.0.0.1", 0))
+    e.monkeypatch.setattr(ray_address, "CONNECT_TIMEOUT_S", 2.0)
+    return e.run("--executor", "ray", "--ray-address", f"127.0.0.1:{e.socket.getsockname()[1]}")
+
+
+def _closed_port() -> str:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as s:  # a port free a moment ago: nothing listens there now
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _hp(method: str, **hp) -> list[dict]:
+    return [{"method": method, "hyperparameters": hp}]
 
 
 CASES = [
@@ -500,6 +566,54 @@ CASES = [
       lambda f, s: s.update(student={"model": f"{write_odd_module(f)}:frozen"}, methods=["student_ce"])),
     U("user-module-exits-on-import", "module 'exits_on_import' does not import: it calls sys.exit(0)",
       lambda f, s: s.update(student={"model": f"{write_odd_module(f, 'exits_on_import', True)}:wide"})),
+    # --- issue 24: suite files, paths and the command line
+    Bad("suite-binary", "not UTF-8 text (byte 0x80 at offset 10)",
+        lambda e: _suite_bytes(e, b"name: tiny\x80\xff\xfe\x00binary\n")),
+    Bad("suite-latin-1", "not UTF-8 text (byte 0xe9", _latin1),
+    Bad("suite-over-1-mib", "larger than 1 MiB",
+        lambda e: _suite_bytes(e, Path(e.suite()).read_bytes() + b"#" + b"x" * (1 << 20) + b"\n")),
+    Bad("alias-bomb-name", "expands to more than 100,000 values", lambda e: _yaml(e, BOMB, name="XBOMBX")),
+    Bad("alias-bomb-hyperparameter", "expands to more than 100,000 values",
+        lambda e: _yaml(e, BOMB, methods=_hp("vanilla_kd", T="XBOMBX"))),
+    Bad("alias-bomb-description", "expands to more than 100,000 values", lambda e: _yaml(e, BOMB, description="XBOMBX")),
+    Bad("alias-bomb-seeds", "expands to more than 100,000 values", lambda e: _yaml(e, f"[0, {BOMB}]", seeds="XBOMBX")),
+    Bad("alias-loop", "an alias refers to a node that contains it", lambda e: _yaml(e, "&d [*d]", description="XBOMBX")),
+    Bad("suite-nested-deep", "nested more than 64 levels deep",
+        lambda e: _yaml(e, "[" * 100_000 + "]" * 100_000, description="XBOMBX")),
+    C("results-dir-name-300", "has a name of 300 bytes; at most 255", "--results-dir", LONG_NAME),
+    C("results-dir-8k", "is too long: ", "--results-dir", LONG_PATH),
+    C("results-dir-empty", "--results-dir must be a non-empty path, got ''", "--results-dir", "", "--methods",
+      "student_ce", "--seeds", "0"),
+    C("data-dir-name-300", "--data-dir 'aaaa", "--data-dir", LONG_NAME),
+    Bad("report-results-dir-8k", "--results-dir '" + "b" * 20,
+        lambda e: ["report", "s", "--results-dir", LONG_PATH, "--report-dir", str(e.tmp / "rep")]),
+    Bad("suite-path-name-300", "has a name of 305 bytes", lambda e: e.run(suite=LONG_NAME + ".yaml")),
+    U("user-imagefolder-root-nul", "holds a NUL byte", _set("dataset", "root", "sha\0pes")),
+    U("user-tensors-path-nul", "holds a NUL byte", _set("dataset", {"format": "tensors", "path": "data\0.pt"})),
+    U("user-checkpoint-nul", "holds a NUL byte", _set("teacher", "checkpoint", "teach\0er.pt")),
+    S("optimizer-name-a-list", "unknown optimizer ['sgd']", train__optimizer__name=["sgd"]),
+    S("schedule-name-a-mapping", "unknown schedule {'a': 1}", train__schedule={"name": {"a": 1}}),
+    S("fast-path-precision-a-list", "fast_path.precision must be one of fp32, bf16, got ['fp32']",
+      fast_path={"precision": ["fp32"]}),
+    C("ray-address-garbage", "executor.address must be auto, local, HOST:PORT or ray://HOST:PORT, got 'garbage'",
+      "--executor", "ray", "--ray-address", "garbage"),
+    Bad("ray-address-closed-port", "cannot connect (Connection refused)",
+        lambda e: e.run("--executor", "ray", "--ray-address", _closed_port()), "ray"),
+    Bad("ray-address-silent", "no Ray cluster answered within 2 s", _ray_silent, "ray"),
+    Bad("claim-symlink-loop", "student_ce__seed0.lock cannot be taken: it is a symbolic link", _claim_loop, "data"),
+    Bad("report-record-nested-100000", "nested more than 64 levels deep",
+        lambda e: _records(e, lambda r: (r / "a__seed0.json").write_text("[" * 100_000 + "]" * 100_000))),
+    Bad("report-record-dev-zero", "not a regular file (a character device)",
+        lambda e: _records(e, lambda r: (r / "a__seed0.json").symlink_to("/dev/zero"))),
+    Bad("report-record-fifo", "not a regular file (a FIFO)",
+        lambda e: _records(e, lambda r: os.mkfifo(r / "a__seed0.json"))),
+    C("seeds-flag-repeated", "--seeds are repeated: 0", "--seeds", "0", "0", "--methods", "student_ce"),
+    S("kd-layer-K-10^12", "hyperparameter 'K' must be in [2, 65536], got 1000000000000",
+      methods=_hp("kd_layer", K=10**12)),
+    S("kd-layer-kmeans-iters-10^9", "hyperparameter 'kmeans_iters' must be in [1, 1000], got 1000000000",
+      methods=_hp("kd_layer", kmeans_iters=10**9)),
+    S("bregman-pca-fit-iters-10^9", "hyperparameter 'fit_iters' must be in [1, 1000]",
+      methods=_hp("bregman_pca", fit_iters=10**9)),
 ]
 
 
@@ -517,11 +631,17 @@ def trained(tmp_path_factory):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every path under ``folder`` with its content's digest (folders as "dir")."""
-    return {
-        str(p.relative_to(folder)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-    }
+    """Every path under ``folder`` with its content's digest (folders as "dir", links by their target,
+    FIFOs and devices by kind: reading them could block or never end)."""
+    return {str(p.relative_to(folder)): _digest(p) for p in sorted(folder.rglob("*"))}
+
+
+def _digest(p: Path) -> str:
+    if p.is_symlink():
+        return f"link to {os.readlink(p)}"
+    if p.is_dir():
+        return "dir"
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "special"
 
 
 def test_the_matrix_is_large_and_its_ids_unique():
@@ -535,10 +655,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys,
         pytest.skip("CUDA is present")
     if case.needs == "no_sbatch" and shutil.which("sbatch"):
         pytest.skip("SLURM is present")
+    if case.needs == "ray":
+        pytest.importorskip("ray")
     if case.needs in ("data", "trained"):
         request.getfixturevalue("needs_fashion_mnist")
     env = Env(tmp_path / "t", request.getfixturevalue("trained") if case.needs == "trained" else None,
-              request.getfixturevalue("monkeypatch") if case.needs == "plugin" else None)
+              request.getfixturevalue("monkeypatch") if case.needs in ("plugin", "ray") else None)
     env.tmp.mkdir()
     argv = case.argv(env)
     capsys.readouterr()

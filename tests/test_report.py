@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -184,6 +187,36 @@ def test_unreadable_records_are_listed_and_skipped(report):
     assert "`truncated__seed0.json`: invalid JSON" in md and "`nostatus__seed0.json`: missing field 'status'" in md
     runs = pd.read_csv(path.parent / "runs.csv")
     assert set(runs["label"]) == {"student_ce", "vanilla_kd", "kd_layer", "srrl", "boom"} and len(runs) == 14
+
+
+def test_records_that_are_not_json_files_within_limits_are_listed_and_skipped(tmp_path):
+    """Issue 24: a record nested 100,000 levels deep, a link to /dev/zero and a FIFO are each listed
+    with the reason, and the report is built from the readable record (a FIFO once blocked the
+    report forever: a watchdog opens it for writing after 10 s, so a regression fails, not hangs)."""
+    runs = write_records(tmp_path / "results", "s", [make_record("student_ce", 0, 80.0)])
+    (runs / "deep__seed0.json").write_text("[" * 100_000 + "]" * 100_000)
+    (runs / "zero__seed0.json").symlink_to("/dev/zero")
+    os.mkfifo(runs / "fifo__seed0.json")
+    done = threading.Event()
+    threading.Thread(target=_unblock, args=(runs / "fifo__seed0.json", done), daemon=True).start()
+    started = time.monotonic()
+    try:
+        code = main(["report", "s", "--results-dir", str(tmp_path / "results"), "--report-dir", str(tmp_path / "rep")])
+    finally:
+        done.set()
+    assert code == 0 and time.monotonic() - started < 10
+    md = (tmp_path / "rep" / "s" / "leaderboard.md").read_text()
+    assert "`deep__seed0.json`: invalid JSON (nested more than 64 levels deep)" in md
+    assert "`zero__seed0.json`: not a regular file (a character device)" in md
+    assert "`fifo__seed0.json`: not a regular file (a FIFO)" in md
+
+
+def _unblock(fifo: Path, done: threading.Event) -> None:
+    if not done.wait(10):
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a reader blocked in open() gets EOF
+        except OSError:
+            pass
 
 
 def test_runs_csv_flattens_scalars_and_skips_lists(report):

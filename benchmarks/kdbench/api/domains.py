@@ -40,11 +40,17 @@ class Interval(Domain):
         return self.high is None or (value < self.high if self.open_high else value <= self.high)
 
     def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
         if self.high is None:
-            return "unbounded" if self.low is None else f"{'>' if self.open_low else '≥'} {self.low:g}"
+            return "unbounded" if self.low is None else f"{'>' if self.open_low else '≥'} {low}"
         if self.low is None:
-            return f"{'<' if self.open_high else '≤'} {self.high:g}"
-        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+            return f"{'<' if self.open_high else '≤'} {high}"
+        return f"in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
+
+
+def _number(x: float | None) -> str:
+    """An end as written: an integer in full (``100000000``, not ``1e+08``), a float shortest."""
+    return str(x) if isinstance(x, int) else f"{x:g}" if x is not None else ""
 
 
 @dataclass(frozen=True)

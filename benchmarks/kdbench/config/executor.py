@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 from kdbench.api.errors import ConfigError
+from kdbench.config.ray_address import check_reachable, parse_address
 
 KINDS = ("local", "processes", "slurm", "slurm-local", "ray")
 SLURM = ("slurm", "slurm-local")
@@ -77,7 +78,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cpus_per_task", (*SLURM, "ray"), count(4096), None,
            "slurm, ray: CPUs per group (default: --threads, else 1)"),
     Option("array_parallelism", SLURM, count(4096), None, "slurm: array tasks running at once"),
-    Option("address", ("ray",), text, None, "ray: an existing cluster's address (default: a local cluster)",
+    Option("address", ("ray",), parse_address, None,
+           "ray: an existing cluster's address, auto or HOST:PORT or ray://HOST:PORT (default: a local cluster)",
            flag="--ray-address", type=str),
     Option("cpus", ("ray",), count(4096), None, "ray: the local cluster's CPUs (default: this machine's)",
            flag="--ray-cpus"),
@@ -115,6 +117,8 @@ class _Executor:
                 __import__(module)
             except ImportError:
                 raise ConfigError(f"--executor {self.kind} needs {module}: {CLUSTER_EXTRA}") from None
+        if self.kind == "ray":
+            check_reachable(self.address)
         if self.kind == "slurm" and shutil.which("sbatch") is None:
             raise ConfigError("--executor slurm needs SLURM, and sbatch is not on this machine's PATH; "
                               "--executor slurm-local runs the same jobs as local processes")

@@ -2,23 +2,24 @@
 
 A suite declares the dataset, the teacher (trained in-suite with its own seed and budget), the
 student, the training protocol (budget in epochs, optimizer, schedule), the methods and the seeds.
-Nothing in it is code: it is read with ``yaml.safe_load`` and every key is checked, so a typo is an
-error rather than a silently ignored setting.
+Nothing in it is code: it is read as safe YAML within limits (``config/suite_file.py``) and every key
+is checked, so a typo is an error rather than a silently ignored setting.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kdbench.api.errors import ConfigError
-from kdbench.api.paths import plain_name
+from kdbench.api.paths import checked_path, is_plain_name, plain_name
 from kdbench.api.registry import method_names
 from kdbench.config.executor import parse_executor
 from kdbench.config.fast_path import PRECISIONS, FastPath
+from kdbench.config.suite_file import read_yaml
 from kdbench.config.tuning import MAX_TRIALS, TuningConfig, ValidationConfig
 from kdbench.data.datasets import DATASETS
 from kdbench.data.user import FORMATS, DataSource
@@ -132,24 +133,18 @@ def suite_names() -> list[str]:
 
 def find_suite(name_or_path: str) -> Path:
     """A suite by name (``benchmarks/kdbench/config/suites/<name>.yaml``) or by path to a YAML file."""
-    path = Path(name_or_path)
+    path = checked_path(name_or_path, "suite")
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
     candidate = SUITES_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
+    if is_plain_name(name_or_path) and candidate.is_file():
         return candidate
     raise ConfigError(f"unknown suite {name_or_path!r}; known suites: {', '.join(suite_names())}")
 
 
 def load_suite(name_or_path: str) -> SuiteConfig:
     path = find_suite(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    return parse_suite(raw, path)
+    return parse_suite(read_yaml(path), path)
 
 
 def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
@@ -163,7 +158,7 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     s = _mapping(top["student"], f"{where}: student")
     _keys(s, f"{where}: student", required={"model"}, optional={"taps"})
 
-    seeds_t = _seeds(top["seeds"], f"{where}: seeds")
+    seeds_t = check_seeds(top["seeds"], f"{where}: seeds")
 
     return SuiteConfig(
         name=plain_name(_str(top["name"], f"{where}: name"), f"{where}: suite name"),
@@ -184,12 +179,14 @@ def parse_suite(raw: Any, path: Path | str = "<suite>") -> SuiteConfig:
     )
 
 
-def _seeds(raw: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not raw:
+def check_seeds(raw: Any, where: str) -> tuple[int, ...]:
+    """A non-empty list of distinct seeds (also the check on ``--seeds``: a repeated seed would
+    train the same cell twice)."""
+    if not isinstance(raw, (list, tuple)) or not raw:
         raise ConfigError(f"{where} must be a non-empty list of integers")
     seeds = tuple(check_seed(x, where) for x in raw)
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{where} are repeated")
+    if repeated := sorted(s for s, n in Counter(seeds).items() if n > 1):
+        raise ConfigError(f"{where} are repeated: {', '.join(map(str, repeated))}")
     return seeds
 
 
@@ -200,7 +197,7 @@ def _tuning(raw: Any, where: str, suite_seeds: tuple[int, ...]) -> TuningConfig 
     m = _mapping(raw, where)
     _keys(m, where, required=set(), optional={"trials", "seeds", "validation"})
     d = TuningConfig()
-    seeds = _seeds(m.get("seeds", list(d.seeds)), f"{where}.seeds")
+    seeds = check_seeds(m.get("seeds", list(d.seeds)), f"{where}.seeds")
     check_tuning_seeds(seeds, suite_seeds, f"{where}.seeds")
     return TuningConfig(
         trials=_int(m.get("trials", d.trials), f"{where}.trials", minimum=1, maximum=MAX_TRIALS),
@@ -239,7 +236,7 @@ def _fast_path(raw: Any, where: str) -> FastPath:
     _keys(m, where, required=set(), optional={"precision", "channels_last", "compile", "deterministic"})
     d = FastPath()
     precision = m.get("precision", d.precision)
-    if precision not in PRECISIONS:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ConfigError(f"{where}.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return FastPath(
         precision=precision,
@@ -259,11 +256,11 @@ def _dataset(raw: Any, folder: Path, where: str) -> str | DataSource:
         return raw
     m = _mapping(raw, where)
     fmt = m.get("format")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise ConfigError(f"{where}.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     where_key, required = ("root", {"format", "root", "image_size"}) if fmt == "imagefolder" else ("path", {"format", "path"})
     _keys(m, where, required=required, optional={"name", "hflip", "crop_padding"})
-    location = (folder / _str(m[where_key], f"{where}.{where_key}")).resolve()
+    location = _path(m[where_key], folder, f"{where}.{where_key}")
     return DataSource(
         format=fmt, path=str(location),
         name=plain_name(_str(m.get("name", location.stem), f"{where}.name"), f"{where}.name"),
@@ -285,7 +282,7 @@ def _teacher(raw: Any, folder: Path, where: str) -> TeacherConfig:
         return TeacherConfig(
             model=model, seed=check_seed(t.get("seed", 0), f"{where}.seed"), train=None, min_acc=min_acc,
             taps=_taps(t.get("taps"), f"{where}.taps"),
-            checkpoint=str((folder / _str(t["checkpoint"], f"{where}.checkpoint")).resolve()), sha256=sha,
+            checkpoint=str(_path(t["checkpoint"], folder, f"{where}.checkpoint")), sha256=sha,
         )
     _keys(t, where, required={"model", "seed", "train"}, optional={"min_acc", "train_size", "taps"})
     return TeacherConfig(
@@ -339,9 +336,7 @@ def _train(raw: Any, where: str) -> TrainConfig:
     m = _mapping(raw, where)
     _keys(m, where, required={"epochs", "batch_size"}, optional={"optimizer", "schedule"})
     opt_raw = dict(_mapping(m.get("optimizer", {}), f"{where}.optimizer"))
-    opt_name = opt_raw.pop("name", "sgd")
-    if opt_name not in OPTIMIZERS:
-        raise ConfigError(f"{where}.optimizer: unknown optimizer {opt_name!r}; known: {sorted(OPTIMIZERS)}")
+    opt_name = _choice(opt_raw.pop("name", "sgd"), OPTIMIZERS, f"{where}.optimizer: unknown optimizer")
     _keys(opt_raw, f"{where}.optimizer", required=set(), optional=OPTIMIZERS[opt_name])
     opt = OptimizerConfig(
         name=opt_name,
@@ -351,9 +346,7 @@ def _train(raw: Any, where: str) -> TrainConfig:
         nesterov=_bool(opt_raw.get("nesterov", False), f"{where}.optimizer.nesterov"),
     )
     sch_raw = dict(_mapping(m.get("schedule", {}), f"{where}.schedule"))
-    sch_name = sch_raw.pop("name", "cosine")
-    if sch_name not in SCHEDULES:
-        raise ConfigError(f"{where}.schedule: unknown schedule {sch_name!r}; known: {sorted(SCHEDULES)}")
+    sch_name = _choice(sch_raw.pop("name", "cosine"), SCHEDULES, f"{where}.schedule: unknown schedule")
     _keys(sch_raw, f"{where}.schedule", required=set(), optional=SCHEDULES[sch_name])
     milestones = sch_raw.get("milestones", [])
     if not isinstance(milestones, list):
@@ -393,6 +386,18 @@ def _str(v: Any, where: str) -> str:
     if not isinstance(v, str) or not v:
         raise ConfigError(f"{where} must be a non-empty string, got {v!r}")
     return v
+
+
+def _choice(v: Any, known, what: str) -> str:
+    """One of ``known``'s names; anything else (a list or a mapping included) names the known ones."""
+    if not isinstance(v, str) or v not in known:
+        raise ConfigError(f"{what} {v!r}; known: {sorted(known)}")
+    return v
+
+
+def _path(v: Any, folder: Path, where: str) -> Path:
+    """A file or folder the suite names, relative to the suite's folder, as an absolute path."""
+    return checked_path(folder / _str(v, where), where).resolve()
 
 
 def _int(v: Any, where: str, minimum: int | None = None, maximum: int | None = None) -> int:

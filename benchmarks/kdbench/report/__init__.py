@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from kdbench.api.paths import check_writable_folder, plain_name, under
+from kdbench.api.paths import check_writable_folder, checked_path, plain_name, under
 from kdbench.report.combined import write_combined
 from kdbench.report.facts import suite_facts
 from kdbench.report.figures import draw_figures
@@ -25,6 +25,8 @@ def build_reports(suites: list[str], results_dir: str | Path = "results", report
                   effect: float = EFFECT) -> list[Path]:
     """Every suite's report and, with more than one suite, ``<report_dir>/combined.md`` and ``combined.csv``
     (one table across them); returns the leaderboards' paths, then combined.md's."""
+    checked_path(results_dir, "--results-dir")
+    checked_path(report_dir, "--report-dir")
     built = [_suite_report(suite, results_dir, report_dir, effect) for suite in suites]
     paths = [path for path, _ in built]
     if len(suites) > 1:

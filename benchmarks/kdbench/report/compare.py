@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 from kdbench.api.errors import ReportError
+from kdbench.api.paths import checked_path
 from kdbench.report.load import read_runs_folder
 from kdbench.report.stats import ALPHA, binomial_se, estimate, tost_p, welch
 from kdbench.report.tables import runs_table
@@ -51,7 +52,7 @@ def _records_side(name: str, folder: Path) -> Side:
 
 def read_side(path: str | Path, suite: str | None = None) -> Side:
     """One side of a comparison, by the rules in this module's docstring; anything else is a ReportError."""
-    p = Path(path)
+    p = checked_path(path, "compare:")
     if not p.is_dir():
         raise ReportError(f"{path}: not a folder (give a results folder, a runs folder or a report folder)")
     if (p / "runs").is_dir():

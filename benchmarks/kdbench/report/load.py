@@ -2,16 +2,17 @@
 
 A record can be cut short by a crash outside the runner's atomic write, edited by hand, or written
 by an older harness; the report must say which files it skipped and why rather than crash or
-silently drop them.
+silently drop them. Files are read with limits (``api/json_file.py``), so a FIFO, a link to a device
+or a document nested without end is listed like any other unreadable record.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from kdbench.api.errors import ReportError
+from kdbench.api.json_file import JSONFileError, read_json
 from kdbench.train import records as schema
 from kdbench.train.records import runs_dir
 
@@ -53,12 +54,12 @@ def read_runs_folder(folder: Path, what: str = "") -> LoadedRuns:
     records, unreadable, seen = [], [], {}
     for path in files:
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            unreadable.append(Unreadable(path, f"cannot be read ({exc})"))
+            rec = read_json(path)
+        except OSError as exc:
+            unreadable.append(Unreadable(path, f"cannot be read ({exc.strerror or exc})"))
             continue
-        except ValueError as exc:
-            unreadable.append(Unreadable(path, f"invalid JSON ({exc})"))
+        except JSONFileError as exc:
+            unreadable.append(Unreadable(path, str(exc)))
             continue
         problem = schema.problem(rec)
         key = (rec.get("label"), rec.get("seed")) if isinstance(rec, dict) else None

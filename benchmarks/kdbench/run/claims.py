@@ -9,9 +9,11 @@ process that dies, so its cells are taken over by whoever asks next.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from filelock import FileLock
+from kdbench.api.errors import StorageError
 from kdbench.api.locks import try_lock, wait_unlocked
 from kdbench.api.paths import under
 from kdbench.train.cell import RunSpec
@@ -20,6 +22,21 @@ from kdbench.train.cell import RunSpec
 def claim_path(folder: Path, spec: RunSpec) -> Path:
     """``folder``: the cells' folder (``SharedRun.folder``)."""
     return under(folder, "claims", f"{spec.stem}.lock")
+
+
+def check(folder: Path, specs: list[RunSpec]) -> None:
+    """Before a run's first write: no claim file already there is a symbolic link or a folder (the
+    harness makes neither, and a lock cannot be taken on one), so a planted one is refused before a
+    teacher is trained, not after."""
+    for spec in specs:
+        path = claim_path(folder, spec)
+        if os.path.islink(path) or os.path.isdir(path):
+            raise _unusable(path, f"it is a {'symbolic link' if os.path.islink(path) else 'folder'}")
+
+
+def _unusable(path: Path, reason: str) -> StorageError:
+    return StorageError(f"the claim {path} cannot be taken: {reason}; "
+                        "remove it if no run is using this results folder")
 
 
 def take(folder: Path, specs: list[RunSpec]) -> dict[tuple, FileLock]:

@@ -24,16 +24,17 @@ from pathlib import Path
 
 import torch
 from kdbench.api.method import Task
-from kdbench.api.paths import check_writable_folder
+from kdbench.api.paths import check_writable_folder, under
 from kdbench.api.registry import get_method, resolve_hyperparameters
 from kdbench.config.hashing import training_config
 from kdbench.config.sources import plugin_sources_sha256
-from kdbench.config.suite import MethodEntry, SuiteConfig, check_seed, check_tuning_seeds
+from kdbench.config.suite import MethodEntry, SuiteConfig, check_seeds, check_tuning_seeds
 from kdbench.data.datasets import (
     DATASETS, TRAIN_IMAGES, Dataset, DatasetSpec, head, load_dataset, steps_per_epoch,
 )
 from kdbench.data.validation import hold_out
 from kdbench.models.pair import build_student, build_teacher, check_taps, model_identity
+from kdbench.run import claims
 from kdbench.run.request import RunRequest
 from kdbench.run.trials import trial_specs
 from kdbench.train.cell import RunSpec
@@ -62,8 +63,8 @@ def plan(
         raise ValueError("plan() needs the spec of the user's dataset, known once it is loaded")
     task = task_of(spec, suite, n_train)
     resolved = {e.label: resolve_hyperparameters(e.method, e.overrides, task) for e in entries}
-    for s in seeds or []:
-        check_seed(s, "--seeds")
+    if seeds:
+        check_seeds(seeds, "--seeds")
     seed_list = list(seeds) if seeds else list(suite.seeds)
     if suite.tuning:
         check_tuning_seeds(suite.tuning.seeds, tuple(seed_list), f"{suite.path}: tuning.seeds")
@@ -154,8 +155,10 @@ def prepare(request: RunRequest) -> Prepared:
         v = tuning.validation
         trial_data = hold_out(data, v.fraction, v.size, v.seed, f"{suite.path}: tuning.validation")
         trials = trial_specs(tuning, specs, task_of(full.spec, suite, len(trial_data.train)))
-    return Prepared(request, specs, torch_device, data, teacher_data, check_writable_folder(request.results_dir),
-                    state, trials, trial_data)
+    results = check_writable_folder(request.results_dir)
+    claims.check(under(results, suite.name), specs)
+    claims.check(under(results, suite.name, "tuning"), trials)
+    return Prepared(request, specs, torch_device, data, teacher_data, results, state, trials, trial_data)
 
 
 def checked_plan(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kdbench.api.errors import ConfigError
+from kdbench.api.paths import RESULTS_ROOM, checked_path
 from kdbench.config.executor import ExecutorConfig
 from kdbench.config.suite import SuiteConfig
 
@@ -30,6 +31,9 @@ class RunRequest:
         for name in ("methods", "seeds"):
             if (v := getattr(self, name)) is not None:
                 object.__setattr__(self, name, tuple(v))
+        checked_path(self.results_dir, "--results-dir", RESULTS_ROOM)  # one a system call cannot take: one line
         object.__setattr__(self, "results_dir", str(self.results_dir))
+        if self.data_dir is not None:
+            checked_path(self.data_dir, "--data-dir")
         if self.max_group is not None and (isinstance(self.max_group, bool) or self.max_group < 1):
             raise ConfigError(f"--max-group must be at least 1, got {self.max_group}")

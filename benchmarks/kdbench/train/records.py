@@ -10,13 +10,13 @@ used (a field missing, of the wrong type, or outside its range). Writes are atom
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdbench.api.atomic import write_json_atomic
+from kdbench.api.json_file import read_json
 from kdbench.api.paths import under
 
 SCHEMA_VERSION = 1
@@ -267,7 +267,7 @@ def read_record(path: Path) -> dict | None:
     """The record at ``path``, or None when it is missing, unreadable or not a JSON object (a reader
     decides what to say)."""
     try:
-        record = json.loads(Path(path).read_text())
+        record = read_json(path)
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None

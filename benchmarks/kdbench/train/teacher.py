@@ -14,7 +14,6 @@ tensors only, its accuracy measured on the suite's test set and written to a ``t
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from typing import Callable
 import torch
 from kdbench.api.atomic import save_atomic, write_json_atomic
 from kdbench.api.errors import TeacherError, first_line
+from kdbench.api.json_file import read_json
 from kdbench.api.locks import exclusive
 from kdbench.api.method import MethodContext
 from kdbench.api.paths import under
@@ -132,7 +132,7 @@ def _read_meta(folder: Path) -> dict:
     accuracy (a damaged cache is never silently retrained: its owner may want to know why)."""
     path = folder / "teacher.json"
     try:
-        meta = json.loads(path.read_text())
+        meta = read_json(path)
     except (OSError, ValueError) as exc:
         raise TeacherError(f"{path} is unreadable ({exc}); delete {folder} to retrain the teacher") from None
     ok = (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
