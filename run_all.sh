@@ -9,7 +9,7 @@
 # is installed into it: benchmarks/ goes on PYTHONPATH, with one link for the plugins' mapping.
 set -euo pipefail
 if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GOMP_SPINCOUNT:-}" ]; then
-  export GOMP_SPINCOUNT=10000  # waiting OpenMP threads spin briefly, then sleep (docs/speed.md)
+  export GOMP_SPINCOUNT=1000  # waiting OpenMP threads spin briefly, then sleep (docs/speed.md)
 fi
 cd "$(dirname "$0")"
 

@@ -14,7 +14,7 @@ import sys
 # then sleep. Close to the fastest setting on an idle machine and on a loaded one
 # (docs/speed.md, "OpenMP wait setting"); the bits do not depend on it.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "10000"
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from kdbench.api.errors import GroupsCrashed, KDBenchError
 from kdbench.api.registry import get_method, method_names
