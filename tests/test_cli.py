@@ -7,7 +7,7 @@ from kdbench.bench import BENCHES
 from kdbench.cli import main
 from kdbench.data import datasets as D
 
-BENCH_NAMES = ["speed", "lockstep", "layout", "executors", "kernel-cost", "bregman-sweep"]
+BENCH_NAMES = ["suite", "speed", "lockstep", "layout", "executors", "kernel-cost", "bregman-sweep", "wait-policy"]
 
 
 def test_methods_filter_accepts_suite_labels(tmp_path, write_suite):
@@ -42,7 +42,7 @@ def exit_code(argv: list[str]) -> int:
         return exc.code
 
 
-def test_bench_help_lists_the_six_with_one_line_each(capsys):
+def test_bench_help_lists_every_bench_with_one_line_each(capsys):
     assert list(BENCHES) == BENCH_NAMES
     assert exit_code(["bench", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
@@ -53,7 +53,8 @@ def test_bench_help_lists_the_six_with_one_line_each(capsys):
 
 @pytest.mark.parametrize("name, option", [("speed", "--steps"), ("lockstep", "--rounds"), ("layout", "--iters"),
                                           ("executors", "--workers"), ("kernel-cost", "--reps"),
-                                          ("bregman-sweep", "--ks")])
+                                          ("bregman-sweep", "--ks"), ("suite", "--reuse-teacher"),
+                                          ("wait-policy", "--settings")])
 def test_bench_name_help_shows_its_options(capsys, name, option):
     assert exit_code(["bench", name, "--help"]) == 0
     out = capsys.readouterr().out
