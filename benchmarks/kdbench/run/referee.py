@@ -3,10 +3,10 @@
 The group's runner asks after each piece of plugin code that runs outside the training steps (a
 cell's start, with its constructor and ``prepare``; its ``on_epoch_end``; its end of epoch, with the
 evaluation of its ``eval_model``; its finish) and once after each epoch's steps. A change found
-after one cell's code is that cell's: it fails, naming what it changed. A change found after the
-steps is blamed on the first cell after whose first step of the epoch the shared parts differed (a
-check kept on the device, read only here); if it came later in the epoch, every cell that trained
-in it fails, since which one did it is not known, and each of them trained on the changed inputs.
+after one cell's code is that cell's: it fails, naming what it changed. A change found after an
+epoch's steps cannot be pinned on one cell of a lockstep group (checking after every step would
+cost a pass over the data each step), so every cell that trained in that epoch fails: each of them
+trained on the changed inputs.
 
 Then the teacher is restored and the other cells go on, untouched: no cell of theirs ran between
 the change and its discovery. Data cannot be restored: every cell of this process still running
