@@ -70,13 +70,17 @@ def measure(args: argparse.Namespace) -> dict:
 def child(args: argparse.Namespace, setting: str) -> dict:
     env = dict(os.environ)
     for key, value in SETTINGS[setting].items():
-        env.pop(key, None) if value is None else env.__setitem__(key, value)
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     command = [sys.executable, "-m", "kdbench", "bench", "wait-policy", "--measure", "--suite", args.suite,
                "--seed", str(args.seed), "--train-size", str(args.train_size), "--threads", str(args.threads),
                "--results-dir", args.results_dir]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise KDBenchError(f"the measurement under {setting!r} failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise KDBenchError(f"the measurement under {setting!r} failed: {last}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
