@@ -23,7 +23,10 @@ tests check them against the equations as first implemented.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -42,55 +45,93 @@ def support_size(rho: float, channels: int) -> int:
     return max(1, min(channels, math.ceil(round(rho * channels, 9))))
 
 
+def kept_logits(u: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, L) for the ``keep`` largest entries along the last dimension of u: M 1.0 there and 0.0
+    elsewhere, exactly ``keep`` ones a row; L the logits there up to a constant a row, −inf elsewhere.
+
+    On CPU the row's keep-th largest value comes from NumPy's partition (a SIMD selection, faster
+    there than ``torch.topk``), and everything after it is float arithmetic: with b the largest
+    float below that value, u − b is positive exactly on the kept entries (boolean masks would do
+    the same, but torch's boolean kernels are slow on CPU). A row whose keep-th value is tied takes
+    ``torch.topk``'s choice among the ties."""
+    c = u.shape[-1]
+    rows = u.reshape(-1, c)
+    if keep == c:
+        return torch.ones_like(rows).view(u.shape), u
+    if u.device.type != "cpu":
+        kept = torch.zeros_like(rows).scatter_(-1, rows.topk(keep, dim=-1, sorted=False).indices, 1.0)
+        return kept.view(u.shape), rows.masked_fill(kept == 0, -math.inf).view(u.shape)
+    cut = kth_largest(rows.numpy(), keep)
+    shifted = rows - torch.nextafter(cut, cut.new_full((), -math.inf))
+    logits = F.threshold(shifted, 0.0, -math.inf)
+    kept = shifted.sign_().clamp_(min=0)
+    tied = np.flatnonzero(kept.sum(dim=-1).numpy() != keep)  # in NumPy, as this path is the CPU's
+    if len(tied):
+        tied = torch.from_numpy(tied)
+        top = rows.index_select(0, tied).topk(keep, dim=-1, sorted=False).indices
+        kept.index_copy_(0, tied, torch.zeros(len(tied), c, dtype=kept.dtype).scatter_(-1, top, 1.0))
+        logits.index_copy_(0, tied, logits[tied].masked_fill(kept[tied] == 0, -math.inf))
+    return kept.view(u.shape), logits.view(u.shape)
+
+
+def kth_largest(rows: np.ndarray, keep: int) -> torch.Tensor:
+    """Each row's keep-th largest value (N×1), the rows split among torch's threads: NumPy's
+    partition is single-threaded, and releases the GIL."""
+    cut = rows.shape[1] - keep
+    chunks = np.array_split(rows, max(1, min(torch.get_num_threads(), len(rows) // 1024)))
+    if len(chunks) == 1:
+        return torch.from_numpy(np.partition(rows, cut, axis=-1)[:, cut:cut + 1])
+    parts = _threads(len(chunks)).map(lambda chunk: np.partition(chunk, cut, axis=-1)[:, cut:cut + 1], chunks)
+    return torch.from_numpy(np.concatenate(list(parts)))
+
+
+@functools.cache
+def _threads(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(n, thread_name_prefix="kr_sparse")
+
+
+os.register_at_fork(after_in_child=_threads.cache_clear)  # a forked child has none of the threads
+
+
 def sparse_target(teacher_map: torch.Tensor, tau: float, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """P̃^T at every location as its ``keep`` non-zero entries: (indices, values), both B×H×W×keep.
+    """(M, P̃^T) at every location, channels last (B×H×W×C): M 1.0 on the support, P̃^T zero off it.
 
     Softmax is monotonic, so the top entries of P^T are those of T/τ, and P̃^T (P^T renormalised
-    over them) is the softmax of the kept logits alone: neither needs the C-wide softmax. The
-    channels are the last dimension (a view of a channels-last map), where top-k is fastest; the set
-    matters, not its order."""
-    u = teacher_map.movedim(1, -1)
+    over them) is the softmax of the kept logits alone: neither needs P^T itself."""
+    u = teacher_map.movedim(1, -1).to(torch.promote_types(teacher_map.dtype, torch.float32))
     if tau != 1.0:
         u = u / tau
-    idx = top_indices(u, keep)
-    return idx, F.softmax(u.gather(-1, idx), dim=-1)
-
-
-def top_indices(u: torch.Tensor, keep: int) -> torch.Tensor:
-    """The indices of the ``keep`` largest entries along the last dimension, in no order.
-
-    On CPU, NumPy's partition (a SIMD introselect) finds them several times faster than
-    ``torch.topk``, which sorts row by row; the set is the same but for the order of ties."""
-    if u.device.type != "cpu" or keep == u.shape[-1]:
-        return u.topk(keep, dim=-1, sorted=False).indices
-    values = u.detach().to(torch.promote_types(u.dtype, torch.float32)).contiguous().numpy()
-    cut = u.shape[-1] - keep
-    return torch.from_numpy(np.argpartition(values, cut, axis=-1)[..., cut:]).to(torch.int64)
+    kept, logits = kept_logits(u.contiguous(), keep)
+    return kept, logits.softmax(dim=-1)
 
 
 class SparseCrossEntropy(torch.autograd.Function):
-    """−Σ_c P̃_c log softmax(z)_c at every location (channels last), its gradient penalized off the
-    support P̃ is given on.
+    """The mean over locations of −Σ_c P̃_c log softmax(z)_c (channels last), its gradient
+    penalized off the support: as Σ_c P̃_c = 1 the gradient is softmax(z) − P̃, kept on the support
+    and multiplied by ε off it, i.e. coef ⊙ softmax(z) − P̃ with coef = 1 on M and ε elsewhere.
 
-    Written out so that nothing C-wide is formed but log softmax(z) and, in the backward pass,
-    softmax(z): the loss reads only the kept entries, and as Σ_c P̃_c = 1 the gradient is
-    softmax(z)_c − P̃_c, times 1 on the support and ε off it."""
+    Written out so that one C-wide log-softmax is all it forms: the loss is one dot product with P̃,
+    and the gradient, which depends on nothing else, is made from it in place in the forward pass."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, idx: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-        log_p = F.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)  # bf16: in fp32
-        kept = log_p.gather(-1, idx)
-        ctx.save_for_backward(log_p, kept, idx, target)
-        ctx.eps = eps
-        return -(target * kept).sum(dim=-1)
+    def forward(ctx, z: torch.Tensor, target: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(z.device.type, enabled=False):  # bf16 maps: the loss in fp32
+            log_p = F.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)
+        n = log_p.numel() // log_p.shape[-1]
+        loss = -torch.dot(target.reshape(-1), log_p.reshape(-1)) / n
+        if ctx.needs_input_grad[0]:
+            p = log_p.exp_()
+            ctx.save_for_backward(torch.addcmul(target, p, coef, value=-1, out=p))  # −(coef ⊙ p − P̃)
+            ctx.n, ctx.z_dtype, ctx.spent = n, z.dtype, False
+        return loss
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        log_p, kept, idx, target = ctx.saved_tensors
-        grad = grad.unsqueeze(-1)
-        on_support = (kept.exp() - target) * grad  # 1 · (softmax − P̃)
-        grad_z = log_p.exp().mul_(ctx.eps * grad)  # ε · softmax
-        return grad_z.scatter_(-1, idx, on_support), None, None, None
+        if ctx.spent:
+            raise RuntimeError("kr_sparse's loss was differentiated twice: its gradient is made in place")
+        ctx.spent = True
+        (minus_grad_z,) = ctx.saved_tensors
+        return minus_grad_z.mul_(-grad / ctx.n).to(ctx.z_dtype), None, None
 
 
 def kr_loss(
@@ -107,8 +148,9 @@ def kr_loss(
 def sparse_kr_loss(z: torch.Tensor, teacher_map: torch.Tensor, tau: float, rho: float, eps: float) -> torch.Tensor:
     """L_KR for one site from z = a_g(S_g)/τ, channels last (B×H×W×C_T), and T_g (B×C_T×H×W)."""
     with torch.no_grad():
-        idx, target = sparse_target(teacher_map, tau, support_size(rho, teacher_map.shape[1]))
-    return tau**2 * SparseCrossEntropy.apply(z, idx, target, eps).mean()
+        kept, target = sparse_target(teacher_map, tau, support_size(rho, teacher_map.shape[1]))
+        coef = F.threshold_(kept, 0.5, eps)  # 1 on the support, ε off it
+    return tau**2 * SparseCrossEntropy.apply(z, target, coef)
 
 
 def adapter(c_s: int, c_t: int) -> nn.Sequential:
@@ -119,28 +161,20 @@ def adapter(c_s: int, c_t: int) -> nn.Sequential:
 
 
 def adapted(a: nn.Sequential, x: torch.Tensor, size: tuple[int, int], tau: float) -> torch.Tensor:
-    """a(x)/τ average-pooled to ``size``, channels last (B×h×w×C_T), computed as one linear map of x.
+    """a(x)/τ average-pooled to ``size``, channels last (B×h×w×C_T), computed as one affine map of x.
 
     In training, a 1×1 conv followed by BN is affine in x with coefficients set by the batch: BN's
     mean and variance of W·x are W·mean(x) and the diagonal of W·Cov(x)·Wᵀ. Folding them (and 1/τ)
     into the weights applies the adapter to the C_S-wide map, pooled first (pooling is linear too),
-    instead of normalising a C_T-wide one; the gradient still flows through the batch statistics.
-    BN's running statistics are updated as BN would, though no evaluation reads them."""
+    instead of normalising a C_T-wide one; :class:`FoldedAdapter` writes out its gradient, which
+    still flows through the batch statistics. BN's running statistics are updated as BN would,
+    though no evaluation reads them."""
     conv, bn = a
-    w = conv.weight.flatten(1).double()  # C_T×C_S; the statistics in float64, where they cost little
-    flat = x.movedim(1, -1).reshape(-1, x.shape[1]).double()
-    mean = flat.mean(dim=0)
-    centred = flat - mean
-    cov = centred.T @ centred / flat.shape[0]
-    var = ((w @ cov) * w).sum(dim=1)
+    pooled = x if tuple(x.shape[2:]) == size else F.adaptive_avg_pool2d(x, size)
+    z, mean, var = FoldedAdapter.apply(x, pooled, conv.weight, bn.weight, bn.bias, tau, bn.eps)
     if bn.training and bn.track_running_stats:
-        _update_running_stats(bn, w @ mean, var, flat.shape[0])
-    scale = bn.weight / torch.sqrt(var + bn.eps) / tau
-    bias = bn.bias / tau - (w @ mean) * scale
-    dtype = torch.promote_types(x.dtype, conv.weight.dtype)
-    if tuple(x.shape[2:]) != size:
-        x = F.adaptive_avg_pool2d(x, size)
-    return F.linear(x.movedim(1, -1).to(dtype), (w * scale.unsqueeze(1)).to(dtype), bias.to(dtype))
+        _update_running_stats(bn, mean, var, x.numel() // x.shape[1])
+    return z
 
 
 @torch.no_grad()
@@ -149,6 +183,84 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Ten
     momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
     bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
     bn.running_var.lerp_((var * n / max(n - 1, 1)).to(bn.running_var.dtype), momentum)
+
+
+def _rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """B×C×H×W as (B·H·W)×C, a view of a channels-last map."""
+    return x.movedim(1, -1).reshape(-1, x.shape[1]).to(dtype)
+
+
+class FoldedAdapter(torch.autograd.Function):
+    """z = ((x̄_p − μ)·Wᵀ) ⊙ s + β/τ, with μ, Σ the mean and covariance of x (the map BN's statistics
+    come from, before pooling), x̄_p the pooled map, v = diag(W Σ Wᵀ) and s = γ / (τ √(v + eps)).
+
+    The backward pass is the chain rule through s, μ and Σ by hand: two C_T-wide matrix products
+    (for x̄_p and W), and C_S-wide ones for the statistics, where autograd of the same expressions
+    would keep and revisit every intermediate. Σ and everything C_T- or C_S-long are accumulated in
+    float64, as BatchNorm does on CPU: with Σ in float32 the gradient lost about two digits
+    (tests/test_kr_sparse.py holds it to BatchNorm's accuracy). Returns z (B×h×w×C_T) and BN's batch
+    mean and (biased) variance of W·x, which carry no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, pooled, weight, gamma, beta, tau: float, bn_eps: float):
+        dtype = torch.promote_types(x.dtype, weight.dtype)
+        small = torch.promote_types(dtype, torch.float64)  # C- and C_S-long vectors, as BatchNorm on CPU
+        with torch.autocast(x.device.type, enabled=False):
+            rows = _rows(x, dtype)
+            mean = rows.mean(dim=0).to(small)
+            centred = rows - mean.to(dtype)
+            c64 = centred.to(small)
+            cov = (c64.T @ c64) / rows.shape[0]
+            w = weight.flatten(1).to(small)
+            w_cov = w @ cov
+            var = (w_cov * w).sum(dim=1)
+            rstd = torch.rsqrt(var + bn_eps)
+            scale = gamma.to(small) * rstd / tau
+            a = w * scale.unsqueeze(1)
+            p_centred = centred if pooled is x else _rows(pooled, dtype) - mean.to(dtype)
+            bias = (beta.to(small) / tau).to(dtype)
+            a_low = a.to(dtype)
+            z = (p_centred @ a_low.T).add_(bias) if _narrow(a) else torch.addmm(bias, p_centred, a_low.T)
+        ctx.save_for_backward(centred, p_centred, w, w_cov, rstd, scale, a, a_low)
+        ctx.tau, ctx.shapes = tau, (x.shape, pooled.shape, weight.shape)
+        ctx.dtypes = (x.dtype, pooled.dtype, weight.dtype, gamma.dtype, beta.dtype)
+        mean_y = w @ mean
+        ctx.mark_non_differentiable(mean_y, var)
+        return z.view(*pooled.movedim(1, -1).shape[:-1], -1), mean_y, var
+
+    @staticmethod
+    def backward(ctx, grad_z, _grad_mean, _grad_var):
+        centred, p_centred, w, w_cov, rstd, scale, a, a_low = ctx.saved_tensors
+        tau = ctx.tau
+        g = grad_z.reshape(-1, grad_z.shape[-1]).to(a_low.dtype)
+        grad_bias = g.sum(dim=0).to(w.dtype)                     # z = (x̄_p − μ)·Aᵀ + β/τ
+        grad_a = (p_centred.T @ g).T.to(w.dtype)
+        grad_pooled = (a_low.T @ g.T).T if _narrow(a) else g @ a_low
+        grad_scale = (grad_a * w).sum(dim=1)                      # A = W ⊙ s
+        grad_var = -0.5 * grad_scale * scale * rstd**2            # s = γ (v + eps)^(−1/2) / τ
+        grad_w = grad_a * scale.unsqueeze(1) + 2 * grad_var.unsqueeze(1) * w_cov  # v = diag(W Σ Wᵀ)
+        grad_cov = (w.T * grad_var) @ w                           # symmetric
+        n = centred.shape[0]
+        grad_centred = centred @ (2 / n * grad_cov).to(centred.dtype)  # Σ = XcᵀXc / n
+        grad_mean = -(grad_bias @ a) / n                          # μ = the mean of x's n rows
+        grad_x = grad_centred - grad_centred.mean(dim=0) + grad_mean.to(centred.dtype)
+        x_shape, p_shape, w_shape = ctx.shapes
+        x_dtype, p_dtype, w_dtype, g_dtype, b_dtype = ctx.dtypes
+        return (_maps(grad_x, x_shape, x_dtype), _maps(grad_pooled, p_shape, p_dtype),
+                grad_w.view(w_shape).to(w_dtype), (grad_scale * rstd / tau).to(g_dtype),
+                (grad_bias / tau).to(b_dtype), None, None)
+
+
+def _narrow(a: torch.Tensor) -> bool:
+    """Few input channels: on the project's CPU, MKL's product with so few result columns was slower
+    than the transposed product, and an addmm slower than a product then the bias (docs/speed.md)."""
+    return a.shape[1] < 16
+
+
+def _maps(rows: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """(B·H·W)×C rows back to a B×C×H×W map."""
+    b, c, h, w = shape
+    return rows.reshape(b, h, w, c).movedim(-1, 1).to(dtype)
 
 
 def relative_index(i: int, n_from: int, n_to: int) -> int:
