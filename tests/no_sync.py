@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 #: Tensor methods that hand a tensor's value to Python (patched, caught wherever called from).
 #: ``.numpy()`` is not one: it never waits, since a GPU tensor refuses it (kr_sparse uses it for a
-#: CPU-only top-k).
+#: CPU-only selection of its support).
 VALUE_READS = ("__bool__", "item", "tolist", "__float__", "__int__", "__index__", "__complex__")
 #: Calls that return a Python value computed from the tensors, or copy them to the host.
 HOST_RESULTS = frozenset({"equal", "allclose", "is_nonzero", "cpu"})
