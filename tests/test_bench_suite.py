@@ -37,6 +37,15 @@ def test_suite_bench_times_every_phase_and_names_the_machine(needs_fashion_mnist
     assert not (tmp_path / "cache").exists(), "from scratch: the teacher cache is neither read nor written"
 
 
+def test_suite_bench_refuses_a_keep_folder_it_cannot_write_before_it_trains(write_suite, tmp_path, capsys):
+    path = write_suite(seeds=[0], methods=["student_ce"], train={"epochs": 1, "batch_size": 128}, **SMALL)
+    (tmp_path / "a_file").write_text("")
+    assert main(["bench", "suite", str(path), "--keep", str(tmp_path / "a_file")]) == 2
+    out, err = capsys.readouterr()
+    assert "--keep" in err and len(err.strip().splitlines()) == 1
+    assert "training" not in out and "teacher" not in out
+
+
 def test_wait_policy_bench_times_each_setting_idle_and_loaded(needs_fashion_mnist, write_suite, tmp_path, capsys):
     path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"], **SMALL)
     assert main(["bench", "wait-policy", "--suite", str(path), "--train-size", "256", "--rounds", "1", "--load", "1",

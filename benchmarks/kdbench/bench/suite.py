@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from kdbench.api.paths import check_writable_folder
 from kdbench.bench.common import add_teacher_cache, count, markdown_table, scratch_results, teachers_folder
 from kdbench.config.suite import load_suite
 from kdbench.report import build_reports
@@ -88,6 +89,7 @@ def load_line(when: str) -> str:
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     device = resolve_device(args.device)
+    keep = check_writable_folder(args.keep, "--keep") if args.keep else None  # before the run, not after it
     if args.threads:
         torch.set_num_threads(args.threads)
     teachers = teachers_folder(args.results_dir) if args.reuse_teacher else None
@@ -98,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     with scratch_results(teachers) as tmp:
         phases, records, total = timed_phases(RunRequest(suite, device=args.device, results_dir=str(tmp), progress=False),
                                               tmp / "report")
-        if args.keep:
-            shutil.copytree(tmp / suite.name / "runs", Path(args.keep) / suite.name / "runs", dirs_exist_ok=True)
+        if keep:
+            shutil.copytree(tmp / suite.name / "runs", keep / suite.name / "runs", dirs_exist_ok=True)
     print(load_line("after"))
     bad = [f"{r['label']} seed {r['seed']}: {r['status']}" for r in records if r["status"] != "ok"]
     print(f"\n{len(records)} records, {len(records) - len(bad)} ok{': not ok ' + '; '.join(bad) if bad else ''}")
