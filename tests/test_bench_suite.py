@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from kdbench.bench.suite import cpu_ticks, steal_line
 from kdbench.cli import main
 from kdbench.train.environment import cpu_model
 
@@ -22,6 +23,7 @@ def test_suite_bench_times_every_phase_and_names_the_machine(needs_fashion_mnist
     assert f"machine: {cpu_model()}" in out and "1 torch threads" in out
     assert re.search(r"load average before: [\d.]+ [\d.]+ [\d.]+", out)
     assert re.search(r"load average after: [\d.]+ [\d.]+ [\d.]+", out)
+    assert re.search(r"CPU time stolen by the hypervisor during the run: (\d+% of the machine's|not reported)", out)
     assert "teacher trained from scratch" in out and "4 records, 4 ok" in out
     rows = dict(re.findall(r"^\| (.+?) \| \**([\d.]+)\** \|", out, re.MULTILINE))
     total = float(re.search(r"wall time of the whole suite: ([\d.]+) s", out).group(1))
@@ -35,6 +37,18 @@ def test_suite_bench_times_every_phase_and_names_the_machine(needs_fashion_mnist
                                       "student_ce__seed0.json", "student_ce__seed1.json"]
     assert json.loads(kept[0].read_text())["status"] == "ok"
     assert not (tmp_path / "cache").exists(), "from scratch: the teacher cache is neither read nor written"
+
+
+def test_steal_is_the_share_of_all_ticks_between_two_readings_of_proc_stat():
+    """Two made-up /proc/stat readings: 30 of the 190 ticks in between stolen is 16% (guest ticks, the
+    last two fields, are not counted twice)."""
+    before = cpu_ticks("cpu  100 5 20 800 10 0 5 40 7 0\ncpu0 50 2 10 400 5 0 2 20 3 0\nintr 1\n")
+    after = cpu_ticks("cpu  160 5 40 880 10 0 5 70 9 0\ncpu0 80 2 20 440 5 0 2 35 4 0\n")
+    assert before == (40, 980) and after == (70, 1170)
+    assert steal_line(before, after).endswith(": 16% of the machine's (/proc/stat)")
+    assert cpu_ticks("cpu  1 2 3 4\n") is None and cpu_ticks("") is None
+    assert steal_line(None, after).endswith("not reported on this system")
+    assert steal_line(after, after).endswith("not reported on this system")
 
 
 def test_suite_bench_refuses_a_keep_folder_it_cannot_write_before_it_trains(write_suite, tmp_path, capsys):

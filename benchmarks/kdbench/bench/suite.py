@@ -1,6 +1,7 @@
 """Time to result: a whole suite from scratch, in a temporary results folder, and where its wall time
 went (the data and checks, the teacher, each seed group and the offline targets inside it, the
-report), with the machine it ran on and how loaded that machine was before and after.
+report), with the machine it ran on and how loaded that machine was before and after. A suite
+whose teacher is a checkpoint (the default suite's, since protocol 2) loads and checks it instead.
 
 It is the figure a user waits for after set-up, so it runs what ``kdbench run SUITE`` then
 ``kdbench report SUITE`` run, phase by phase, in this process. ``--reuse-teacher`` links in the
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from kdbench.api.paths import check_writable_folder
 from kdbench.bench.common import add_teacher_cache, count, markdown_table, scratch_results, teachers_folder
-from kdbench.config.suite import load_suite
+from kdbench.config.suite import SuiteConfig, load_suite
 from kdbench.report import build_reports
 from kdbench.run.plan import prepare
 from kdbench.run.progress import Progress
@@ -28,7 +29,7 @@ from kdbench.run.request import RunRequest
 from kdbench.run.rounds import run_planned, shared_runs
 from kdbench.train.environment import cpu_count, cpu_model, resolve_device
 
-SUMMARY = "a whole suite from scratch (teacher included): wall time, its split, the machine and its load"
+SUMMARY = "a whole suite from scratch (its teacher trained or loaded): wall time, its split, the machine and its load"
 
 #: The environment variables that set how OpenMP's waiting threads behave (docs/speed.md).
 WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -86,6 +87,41 @@ def load_line(when: str) -> str:
     return f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
 
 
+def cpu_ticks(stat: str) -> tuple[int, int] | None:
+    """(steal, total) clock ticks from the text of ``/proc/stat``, or None where it has no steal
+    field. Steal is the time a virtual machine's CPUs were ready but the hypervisor ran another guest:
+    a shared machine can be slow with nothing of its own running, and the load average cannot show it.
+    The total is user, nice, system, idle, iowait, irq, softirq and steal (guest time is already in
+    user)."""
+    fields = stat.split("\n", 1)[0].split()
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(f) for f in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def read_cpu_ticks() -> tuple[int, int] | None:
+    try:
+        return cpu_ticks(Path("/proc/stat").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def steal_line(before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+    """The share of the machine's CPU time the hypervisor gave to other guests between two readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return "CPU time stolen by the hypervisor during the run: not reported on this system"
+    share = 100 * (after[0] - before[0]) / (after[1] - before[1])
+    return f"CPU time stolen by the hypervisor during the run: {share:.0f}% of the machine's (/proc/stat)"
+
+
+def teacher_source(suite: SuiteConfig, reused: Path | None) -> str:
+    """Where the run's teacher comes from, as the header says it."""
+    if suite.teacher.checkpoint:
+        return f"loaded from the suite's checkpoint {Path(suite.teacher.checkpoint).name} and checked"
+    return f"reused from {reused}" if reused else "trained from scratch"
+
+
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     device = resolve_device(args.device)
@@ -94,15 +130,17 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     teachers = teachers_folder(args.results_dir) if args.reuse_teacher else None
     print(f"suite {suite.name}: {len(suite.methods)} methods x {len(suite.seeds)} seeds, {suite.train.epochs} "
-          f"epochs, teacher {'reused from ' + str(teachers) if teachers else 'trained from scratch'}")
+          f"epochs, teacher {teacher_source(suite, teachers)}")
     print(machine_line(device))
     print(load_line("before"), flush=True)
+    ticks = read_cpu_ticks()
     with scratch_results(teachers) as tmp:
         phases, records, total = timed_phases(RunRequest(suite, device=args.device, results_dir=str(tmp), progress=False),
                                               tmp / "report")
         if keep:
             shutil.copytree(tmp / suite.name / "runs", keep / suite.name / "runs", dirs_exist_ok=True)
     print(load_line("after"))
+    print(steal_line(ticks, read_cpu_ticks()))
     bad = [f"{r['label']} seed {r['seed']}: {r['status']}" for r in records if r["status"] != "ok"]
     print(f"\n{len(records)} records, {len(records) - len(bad)} ok{': not ok ' + '; '.join(bad) if bad else ''}")
     print(f"\nwall time of the whole suite: {total:.1f} s\n")
