@@ -1,18 +1,24 @@
 """A teacher.pt that kdbench trained, given back to it as the user's checkpoint for the same model:
-the adapter's whole state dict (keys under ``net.``) is accepted, as the bare network's is."""
+the adapter's whole state dict (keys under ``net.``) is accepted, as the bare network's is; the
+default suites' own teacher is such a file."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import torch
 import yaml
 from kdbench.config.suite import SUITES_DIR, load_suite
+from kdbench.data.datasets import load_dataset
 from kdbench.execute.driver import run_suite
 from kdbench.run.request import RunRequest
+from kdbench.train.teacher import get_teacher
 
 from tests.user_files import tensors, write_suite
 
+REFERENCE_RUNS = Path(__file__).resolve().parents[1] / "report" / "reference" / "results" / "default" / "runs"
 TRAIN = {**yaml.safe_load((SUITES_DIR / "smoke.yaml").read_text())["train"], "epochs": 1}
 
 
@@ -36,3 +42,19 @@ def test_our_own_trained_teacher_is_accepted_as_a_checkpoint_for_its_model(tmp_p
     (rec,) = run(write_suite(tmp_path, again), tmp_path / "results")
     assert rec["status"] == "ok" and rec["teacher_checkpoint"] == str(ours) and rec["teacher_sha256"] == sha
     assert rec["teacher_acc"] == trained["teacher_acc"]  # the same weights, measured on the same test set
+
+
+def test_the_default_suites_teacher_is_the_committed_file_and_measures_what_the_reference_says(
+    needs_fashion_mnist, tmp_path
+):
+    """Protocol 2 of the default suites: their teacher is the file beside them, checked by its sha256,
+    never trained, and at the test accuracy the committed reference records (one image either way:
+    another processor may round a borderline logit the other way)."""
+    default, tuned = load_suite("default"), load_suite("default-tuned")
+    assert default.teacher == tuned.teacher and default.teacher.train is None
+    assert Path(default.teacher.checkpoint) == SUITES_DIR / "fmnist_teacher.pt"
+    teacher = get_teacher(default, load_dataset("fashion_mnist"), torch.device("cpu"), tmp_path, True, log=lambda _: None)
+    assert teacher.info.sha256 == default.teacher.sha256 and teacher.info.n_train is None
+    reference = json.loads((REFERENCE_RUNS / "vanilla_kd__seed0.json").read_text())
+    assert reference["teacher_sha256"] == default.teacher.sha256
+    assert abs(teacher.info.test_acc - reference["teacher_acc"]) <= 0.01 + 1e-9

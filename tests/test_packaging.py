@@ -96,7 +96,8 @@ def test_the_wheel_installs_one_package_named_kdbench(installed):
     assert {t for t in tops if not t.endswith(".dist-info")} == {"kdbench"}
     assert not any(n.startswith(("benchmarks/", "methods/")) for n in names)
     for member in ("kdbench/__init__.py", "kdbench/methods/vanilla_kd.py", "kdbench/methods/_bregman.py",
-                   "kdbench/config/suites/default.yaml", "kdbench/report/published_cifar100.csv"):
+                   "kdbench/config/suites/default.yaml", "kdbench/config/suites/fmnist_teacher.pt",
+                   "kdbench/report/published_cifar100.csv"):
         assert member in names
 
 
