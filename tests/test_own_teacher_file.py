@@ -47,7 +47,7 @@ def test_our_own_trained_teacher_is_accepted_as_a_checkpoint_for_its_model(tmp_p
 def test_the_default_suites_teacher_is_the_committed_file_and_measures_what_the_reference_says(
     needs_fashion_mnist, tmp_path
 ):
-    """Protocol 2 of the default suites: their teacher is the file beside them, checked by its sha256,
+    """Version 2 of the default suites: their teacher is the file beside them, checked by its sha256,
     never trained, and at the test accuracy the committed reference records (one image either way:
     another processor may round a borderline logit the other way)."""
     default, tuned = load_suite("default"), load_suite("default-tuned")

@@ -1,7 +1,7 @@
 """Time to result: a whole suite from scratch, in a temporary results folder, and where its wall time
 went (the data and checks, the teacher, each seed group and the offline targets inside it, the
 report), with the machine it ran on and how loaded that machine was before and after. A suite
-whose teacher is a checkpoint (the default suite's, since protocol 2) loads and checks it instead.
+whose teacher is a checkpoint (the default suite's, since version 2) loads and checks it instead.
 
 It is the figure a user waits for after set-up, so it runs what ``kdbench run SUITE`` then
 ``kdbench report SUITE`` run, phase by phase, in this process. ``--reuse-teacher`` links in the
