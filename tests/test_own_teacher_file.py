@@ -53,7 +53,8 @@ def test_the_default_suites_teacher_is_the_committed_file_and_measures_what_the_
     default, tuned = load_suite("default"), load_suite("default-tuned")
     assert default.teacher == tuned.teacher and default.teacher.train is None
     assert Path(default.teacher.checkpoint) == SUITES_DIR / "fmnist_teacher.pt"
-    teacher = get_teacher(default, load_dataset("fashion_mnist"), torch.device("cpu"), tmp_path, True, log=lambda _: None)
+    data = load_dataset("fashion_mnist")
+    teacher = get_teacher(default, data, torch.device("cpu"), tmp_path, True, log=lambda _: None)
     assert teacher.info.sha256 == default.teacher.sha256 and teacher.info.n_train is None
     reference = json.loads((REFERENCE_RUNS / "vanilla_kd__seed0.json").read_text())
     assert reference["teacher_sha256"] == default.teacher.sha256

@@ -102,7 +102,8 @@ FIELDS: tuple[Field, ...] = (
     Field("teacher_acc", NUMBER + NONE, "%", "the teacher's test accuracy", **PERCENT),
     Field("teacher_n_train", (int,) + NONE, "images", "images the teacher trained on; null for a checkpoint teacher",
        **COUNT),
-    Field("teacher_checkpoint", TEXT, "", "the checkpoint file the teacher was loaded from (the user's, or a built-in suite's), for a teacher the suite does not train"),
+    Field("teacher_checkpoint", TEXT, "", "the checkpoint file the teacher was loaded from (the user's, or a "
+          "built-in suite's), for a teacher the suite does not train"),
     Field("environment", OBJECT, "", "the machine and software that produced the record"),
     Field("environment.kdbench", TEXT, "", "kdbench version"),
     Field("environment.torch", TEXT, "", "PyTorch version"),
