@@ -9,6 +9,7 @@ import re
 import pytest
 from kdbench.bench.suite import cpu_ticks, steal_line
 from kdbench.cli import main
+from kdbench.config.executor import cores
 from kdbench.train.environment import cpu_model
 
 from tests.test_end_to_end import SMALL
@@ -20,7 +21,7 @@ def test_suite_bench_times_every_phase_and_names_the_machine(needs_fashion_mnist
     assert main(["bench", "suite", str(path), "--threads", "1", "--keep", str(tmp_path / "kept"),
                  "--results-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
-    assert f"machine: {cpu_model()}" in out and "1 torch threads" in out
+    assert f"machine: {cpu_model()}" in out and "cells: local, 1 thread(s) per cell" in out
     assert re.search(r"load average before: [\d.]+ [\d.]+ [\d.]+", out)
     assert re.search(r"load average after: [\d.]+ [\d.]+ [\d.]+", out)
     assert re.search(r"CPU time stolen by the hypervisor during the run: (\d+% of the machine's|not reported)", out)
@@ -70,3 +71,22 @@ def test_wait_policy_bench_times_each_setting_idle_and_loaded(needs_fashion_mnis
         for condition in ("idle", "loaded"):
             assert re.search(rf"round 1, {condition}, {setting}: [\d.]+ s", out)
         assert re.search(rf"^\| {setting} \| [\d.]+ s \([\d.]+\) \| [\d.]+ s \([\d.]+\) \| [\d.]+ \|$", out, re.MULTILINE)
+
+
+@pytest.mark.skipif(cores() < 2, reason="two worker processes need two cores")
+def test_suite_bench_runs_on_the_suites_executor_and_gives_the_overlapping_groups_under_the_cells(
+        needs_fashion_mnist, write_suite, tmp_path, capsys):
+    """A suite whose ``executor:`` section names worker processes is timed on them, as ``kdbench run``
+    would run it: one seed on two workers, its group cut in two."""
+    path = write_suite(seeds=[0], methods=["student_ce", "vanilla_kd"], train={"epochs": 1, "batch_size": 128},
+                       executor={"name": "processes", "threads": 1}, **SMALL)
+    assert main(["bench", "suite", str(path), "--results-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "cells: processes:2, 1 thread(s) per cell" in out and "2 records, 2 ok" in out
+    rows = dict(re.findall(r"^\| (.+?) \| \**([\d.]+)\** \|", out, re.MULTILINE))
+    phases = ["data and checks", "teacher (trained or verified)", "cells, on 2 worker processes at once", "report"]
+    assert set(phases) <= set(rows), rows
+    assert sum(float(rows[p]) for p in phases) == pytest.approx(float(rows["**total**"]), abs=0.1 * len(phases))
+    longest = float(rows["  seed 0 (2 cells in groups of 1 + 1), its longest group"])
+    assert 0 < longest < float(rows["cells, on 2 worker processes at once"])
+    assert "records and claims between groups" not in rows

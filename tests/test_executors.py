@@ -82,6 +82,19 @@ def test_an_executor_gives_the_in_process_records_bitwise(in_process, suite, tmp
         assert list((tmp_path / "smoke" / "executor-logs").glob("*/*_submitted.pkl"))
 
 
+def test_a_group_cut_between_the_workers_gives_the_in_process_records_bitwise(in_process, suite, tmp_path):
+    """One seed on two workers: its group is cut in two (``kdbench.execute.balance``), each part a
+    lockstep group of its own, and the cells' records are still those of the whole group."""
+    done = subprocess.run(kdbench(suite, "--executor", "processes:2", "--seeds", "0", "--results-dir", str(tmp_path)),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 group(s) to processes:2" in done.stdout and done.stdout.count(": ok ") == len(METHODS)
+    ours = records(tmp_path)
+    assert sorted(r["group"]["size"] for r in ours.values()) == [1, 2, 2]
+    same_as_in_process(tmp_path, in_process, read=lambda results: {
+        name: r for name, r in records(results).items() if r["seed"] == 0})
+
+
 def test_two_runs_started_together_run_each_cell_once(in_process, suite, tmp_path):
     procs = [subprocess.Popen(kdbench(suite, "--results-dir", str(tmp_path)), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]

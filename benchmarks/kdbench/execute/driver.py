@@ -1,7 +1,8 @@
 """The driver of a run: checks, then the cells here (executor ``local``) or on another executor. For
 the others, the teacher is trained or verified first, once, here; then one job per group still to
-run is dispatched, waited for, and reported cell by cell (a tuned suite's trials first, then, once
-they have all ended, its cells at the hyperparameters chosen)."""
+run is dispatched (for ``processes:N``, groups cut so that the workers end together:
+:mod:`kdbench.execute.balance`), waited for, and reported cell by cell (a tuned suite's trials first,
+then, once they have all ended, its cells at the hyperparameters chosen)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Callable
 import torch
 from kdbench.api.errors import GroupsCrashed, first_line
 from kdbench.api.paths import under
+from kdbench.execute.balance import balanced
 from kdbench.execute.executors import dispatch
 from kdbench.execute.jobs import GroupJob
 from kdbench.run.plan import Prepared, prepare
@@ -51,8 +53,11 @@ class Phase:
     shared: SharedRun
 
 
-def run_dispatched(p: Prepared, bar: Progress, say: Callable[[str], None]) -> list[dict]:
-    shared, trials = shared_runs(p, say)  # the teacher trained or verified before any worker starts
+def run_dispatched(p: Prepared, bar: Progress, say: Callable[[str], None],
+                   runs: tuple[SharedRun, SharedRun | None] | None = None) -> list[dict]:
+    """The cells through the request's executor; ``runs``: what :func:`shared_runs` returned, if the
+    caller has already trained or verified the teacher (as ``kdbench bench suite`` does, to time it)."""
+    shared, trials = runs or shared_runs(p, say)  # the teacher trained or verified before any worker starts
     trial_records = run_phase(Phase("trials", p.trials, trials), p, bar, say) if trials else None
     return run_phase(Phase("cells", final_specs(p, trials, say, trial_records), shared), p, bar, say)
 
@@ -67,17 +72,20 @@ def run_phase(phase: Phase, p: Prepared, bar: Progress, say: Callable[[str], Non
         say(f"[{len(out)}/{len(specs)}] {line}")
         bar.advance()
 
-    jobs = []
+    todo = []
     for group in groups(specs, p.request.lockstep, p.request.max_group):  # without lockstep, a job per cell
         pending = []
         for spec in group:
             rec = done_record(cell_run(spec, phase.shared))
             if rec is None:
-                pending.append(spec.key)
+                pending.append(spec)
             else:
                 finished(rec, f"{cell_name(*spec.key)}: done before ({rec['status']}), skipped")
         if pending:
-            jobs.append(GroupJob(p.request, group[0].seed, tuple(pending), phase=phase.name))
+            todo.append(pending)
+    if executor.kind == "processes" and p.request.lockstep:
+        todo = balanced(todo, executor.n_workers())
+    jobs = [GroupJob(p.request, group[0].seed, tuple(s.key for s in group), phase=phase.name) for group in todo]
     if jobs:
         say(f"{len(jobs)} group(s){' of trials' if phase.name == 'trials' else ''} to {executor.describe()}")
     crashed = []
