@@ -87,3 +87,16 @@ def test_a_bench_error_is_one_line_exit_2(capsys, tmp_path):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kdbench: error:") and "no-such-suite" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--executor", "ray"], "--executor ray: bench suite times this machine's executors, local or processes"),
+    (["--executor", "processes:4096"], "processes:4096 with 1 thread(s) each needs 4,096 cores"),
+    (["--executor", "nowhere"], "unknown executor 'nowhere'"),
+])
+def test_bench_suite_refuses_an_executor_it_cannot_time_in_one_line_before_any_work(capsys, tmp_path, extra, fragment):
+    assert main(["bench", "suite", "default", "--results-dir", str(tmp_path / "r"), *extra]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdbench: error:") and fragment in lines[0], captured.err
+    assert "teacher" not in captured.out and not (tmp_path / "r").exists()

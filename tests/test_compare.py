@@ -4,10 +4,13 @@ budget difference is named, every kind of folder is read, and bad input is a one
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 from kdbench.cli import main
 from kdbench.report import build_report
 
@@ -49,7 +52,14 @@ def test_a_copy_of_the_reference_is_a_reproduction_and_a_changed_seed_goes_to_th
     path.write_text(json.dumps({**rec, "final_acc": rec["final_acc"] + 0.01}))
     code, out, _ = _compare(capsys, reference, tmp_path / "b")
     srrl = next(line for line in out.splitlines() if line.startswith("| srrl"))
-    assert code == 1 and "not shown within ±1 (the data show ±2.2" in srrl, srrl
+    # the margin shown: the larger end of the 90% Welch interval of B − A, computed here independently
+    a = [json.loads((reference / "runs" / f"srrl__seed{s}.json").read_text())["final_acc"] for s in range(3)]
+    b = [acc + (0.01 if s == 1 else 0.0) for s, acc in enumerate(a)]
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 3
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    half = stats.t.ppf(0.95, df) * math.sqrt(va + vb)
+    shown = max(abs(np.mean(b) - np.mean(a) - half), abs(np.mean(b) - np.mean(a) + half))
+    assert code == 1 and f"not shown within ±1 (the data show ±{shown:.2f})" in srrl, srrl
 
 
 def test_a_method_shifted_by_five_points_is_not(capsys, tmp_path):

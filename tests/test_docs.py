@@ -246,21 +246,30 @@ def test_every_reference_figure_in_the_pages_is_the_committed_one():
 
 
 def test_the_reference_figure_check_catches_a_stale_figure(tmp_path):
-    """On a made-up page in a folder beside the real reference, so the links resolve as from docs/."""
+    """On a made-up page in a folder beside the real reference, so the links resolve as from docs/; its
+    right figures are read from the reference, so a regenerated reference leaves the test as it is."""
     s = "../report/reference/default/summary.csv"
-    text = (f'[80.87]({s} "student_ce final_acc_mean") [+1.68]({s} "vanilla_kd delta_vs_student_ce_mean") '
-            f'[−0.45]({s} "vanilla_kd delta_vs_student_ce_ci_low") [not separated]({s} "vanilla_kd verdict_vs_student_ce") '
+    with (REFERENCE / "default" / "summary.csv").open(newline="") as f:
+        cell = {r["label"]: r for r in csv.DictReader(f)}
+    student = as_shown(cell["student_ce"]["final_acc_mean"], "0.00")
+    gain = as_shown(cell["vanilla_kd"]["delta_vs_student_ce_mean"], "+0.00")
+    low = as_shown(cell["vanilla_kd"]["delta_vs_student_ce_ci_low"], "−0.00")
+    verdict = cell["vanilla_kd"]["verdict_vs_student_ce"]
+    stale = f"{float(gain.replace('−', '-')) + 0.44:+.2f}"
+    text = (f'[{student}]({s} "student_ce final_acc_mean") [{gain}]({s} "vanilla_kd delta_vs_student_ce_mean") '
+            f'[{low}]({s} "vanilla_kd delta_vs_student_ce_ci_low") [{verdict}]({s} "vanilla_kd verdict_vs_student_ce") '
             f'[4,352]({s} "srrl extra_trainable_params") [90.51](../report/reference/default/runs.csv "* teacher_acc") '
-            f'[+2.12]({s} "vanilla_kd delta_vs_student_ce_mean") [−2.99]({s} "kr_sparse verdict_vs_student_ce") '
+            f'[{stale}]({s} "vanilla_kd delta_vs_student_ce_mean") [−2.99]({s} "kr_sparse verdict_vs_student_ce") '
             f'[1.7]({s} "vanilla_kd nope") [3](../report/reference/default/runs.csv "* seed") [1](../report/reference/../../x.csv "x y")')
     fake = tmp_path / "docs" / "a.md"
     fake.parent.mkdir()
     fake.write_text(text)
     (tmp_path / "report").symlink_to(ROOT / "report")
     problems = [p.replace(str(tmp_path), "") for p in reference_figure_problems(fake)]
+    kr_verdict = cell["kr_sparse"]["verdict_vs_student_ce"]
     assert problems == [
-        'a.md: +2.12 for "vanilla_kd delta_vs_student_ce_mean" of report/reference/default/summary.csv, which says [\'+1.68\']',
-        'a.md: −2.99 for "kr_sparse verdict_vs_student_ce" of report/reference/default/summary.csv, which says [\'worse\']',
+        f'a.md: {stale} for "vanilla_kd delta_vs_student_ce_mean" of report/reference/default/summary.csv, which says [\'{gain}\']',
+        f'a.md: −2.99 for "kr_sparse verdict_vs_student_ce" of report/reference/default/summary.csv, which says [\'{kr_verdict}\']',
         'a.md: 1.7 for "vanilla_kd nope" of report/reference/default/summary.csv, which says nothing',
         'a.md: 3 for "* seed" of report/reference/default/runs.csv, which says [\'0\', \'1\', \'2\']',
         "a.md: 1 links ../report/reference/../../x.csv, not a committed reference CSV",

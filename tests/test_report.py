@@ -175,7 +175,7 @@ def test_leaderboard_rows_and_notes(report):
     assert "final-epoch accuracy ranks; best epoch is shown but never used for ranking" in md
     assert "3 epochs, batch 128, SGD (lr 0.05, momentum 0.9, weight decay 0.0005, Nesterov), cosine schedule" in md
     assert "20,000 images (n_train)" in md and "10,000 (n_test)" in md and "60,000 (teacher_n_train)" in md
-    assert "cpu (x86_64), torch 2.14.1, 2 threads, deterministic: True" in md
+    assert "cpu (x86_64), torch 2.14.1, 2 threads per cell, deterministic: True" in md
     assert "**Reconstructed**: kd_layer" in md
     assert "Warning" not in md
 

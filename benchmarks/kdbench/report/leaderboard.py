@@ -192,7 +192,8 @@ def _environment(facts: SuiteFacts) -> str:
     memory = ", ".join(facts.peak_memory_kinds) or "unknown"
     machine = (f"; processor {env['cpu_model']}, {env['cpu_count']} logical CPUs"
                if facts.environment.get("cpu_model") else "")
-    return (f"{env['device']} ({env['device_name']}{machine}), torch {env['torch']}, {env['threads']} threads, "
+    threads = f"{env['threads']} thread{'' if env['threads'] == '1' else 's'}"
+    return (f"{env['device']} ({env['device_name']}{machine}), torch {env['torch']}, {threads} per cell, "
             f"deterministic: {env['deterministic']}; peak memory measured as {memory}")
 
 
