@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 from kdbench.cli import main
 from kdbench.report import build_report
+from kdbench.report.curves import curve_gaps
 
 from tests.test_report import FMNIST_TRAIN, make_record, write_records
 
@@ -88,13 +89,63 @@ def test_a_report_folder_compares_with_the_records_it_was_built_from(capsys, tmp
     assert code == 0 and "runs.csv" in out and "None: same budget" in out, out
 
 
+def _with_losses(records, bump=0.0, at=("srrl", 1, 2, "kr")):
+    """Records with per-epoch loss terms; ``bump`` added to one (label, seed, epoch, term)."""
+    out = []
+    for r in records:
+        epochs = []
+        for e in r["epochs"]:
+            loss = {"ce": 2.0 / e["epoch"], "kr": 10.0 + r["seed"], "total": 1.0}
+            if (r["label"], r["seed"], e["epoch"], "kr") == at:
+                loss["kr"] += bump
+            epochs.append({**e, "loss": loss})
+        out.append({**r, "epochs": epochs})
+    return out
+
+
+def test_curve_gaps_are_the_largest_per_epoch_differences():
+    a = _with_losses(_records())
+    b = _with_losses(_records({"vanilla_kd": 0.25}), bump=3e-6)
+    gaps = {g.label: g for g in curve_gaps(a, b)}
+    assert gaps["student_ce"].equal and gaps["student_ce"].seeds == 3
+    # 3 seeds x 3 epochs x (3 loss terms + test accuracy) compared
+    assert gaps["srrl"].values == 36 and not gaps["srrl"].equal
+    assert gaps["srrl"].loss == pytest.approx(3e-6, abs=1e-12) and gaps["srrl"].accuracy == 0
+    assert gaps["srrl"].loss_relative == pytest.approx(3e-6 / 11.0, rel=1e-5)  # seed 1's kr term is 11.0
+    assert gaps["srrl"].loss_where == "seed 1, epoch 2, `kr`"
+    assert gaps["vanilla_kd"].loss == 0 and gaps["vanilla_kd"].accuracy == pytest.approx(0.25)
+    assert not curve_gaps(a[:3], b[3:])[0].seeds  # no seed on both sides: nothing compared
+
+
+def test_curves_within_a_loss_gap_sets_the_exit_status(capsys, tmp_path):
+    write_records(tmp_path / "a", "default", _with_losses(_records()))
+    write_records(tmp_path / "b", "default", _with_losses(_records(), bump=3e-6))
+    code, out, _ = _compare(capsys, tmp_path / "a", tmp_path / "b")
+    assert code == 0, out  # the accuracy test alone: every seed equal
+    srrl = next(line for line in out.split("## Training curves")[1].splitlines() if line.startswith("| srrl"))
+    assert "3e-06 (relative 2.7e-07)" in srrl and "seed 1, epoch 2, `kr`" in srrl, srrl
+    assert "| student_ce | 3       | 0 (the same bits)" in out
+    code, out, _ = _compare(capsys, tmp_path / "a", tmp_path / "b", "--curves-within", "1e-6")
+    assert code == 1 and "**Training curves further apart than 1e-06**: srrl (exit 1)." in out, out
+    code, _, _ = _compare(capsys, tmp_path / "a", tmp_path / "b", "--curves-within", "1e-5")
+    assert code == 0
+
+
+def test_a_report_folder_has_no_curves_to_compare(capsys, tmp_path):
+    write_records(tmp_path / "results", "default", _records())
+    build_report("default", tmp_path / "results", tmp_path / "report")
+    code, out, _ = _compare(capsys, tmp_path / "report" / "default", tmp_path / "results", "--curves-within", "0")
+    assert code == 1 and "holds final figures only (runs.csv)" in out, out
+
+
 @pytest.mark.parametrize("make, args, fragment", [
     (lambda p: None, ["missing"], "not a folder"),
     (lambda p: (p / "x").mkdir(), ["x"], "holds no runs/, runs.csv or *.json"),
     (lambda p: [write_records(p / "r", s, _records()) for s in ("s1", "s2")], ["r"], "name one with --suite"),
     (lambda p: write_records(p / "r", "s1", _records()), ["r", "--suite", "s9"], "no suite 's9' there"),
     (lambda p: write_records(p / "r", "s1", _records()), ["r", "--margin", "0"], "--margin must be a positive"),
-], ids=["missing", "empty", "two-suites", "wrong-suite", "margin"])
+    (lambda p: write_records(p / "r", "s1", _records()), ["r", "--curves-within", "-1"], "--curves-within must be"),
+], ids=["missing", "empty", "two-suites", "wrong-suite", "margin", "curves-within"])
 def test_bad_input_is_a_one_line_error(capsys, tmp_path, monkeypatch, make, args, fragment):
     monkeypatch.chdir(tmp_path)
     make(tmp_path)

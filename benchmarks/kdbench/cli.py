@@ -52,7 +52,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    text, status = compare(args.a, args.b, args.margin, args.suite)
+    text, status = compare(args.a, args.b, args.margin, args.suite, args.curves_within)
     print(text, end="")
     return status
 
@@ -96,6 +96,9 @@ def _add_compare(sub) -> None:
     comp.add_argument("--margin", type=float, default=MARGIN,
                       help=f"points: the largest difference that counts as the same (default: {MARGIN:g})")
     comp.add_argument("--suite", help="which suite, where A or B holds several")
+    comp.add_argument("--curves-within", type=float, metavar="LOSS",
+                      help="also exit 1 when a per-epoch loss of the same method and seed differs by more than "
+                      "LOSS (0: the same bits), e.g. after rewriting a plugin; needs records on both sides")
     comp.set_defaults(func=_cmd_compare)
 
 

@@ -6,7 +6,8 @@ two one-sided tests (TOST) decide whether it lies within ±margin. Where each si
 
 1. a suite's folder of a results folder (``results/default``, holding ``runs/``): its records;
 2. a runs folder (``results/default/runs``, holding ``*.json``): its records;
-3. a report folder (``report/reference/default``, holding ``runs.csv``): the flattened records there;
+3. a report folder (``report/reference/default``, holding ``runs.csv``): the flattened records there
+   (final figures only: the per-epoch curves of :mod:`kdbench.report.curves` need records);
 4. a folder holding one of those as a subfolder (``results``, ``report/reference``): the one named by
    ``--suite``, or the only one there is.
 The first rule that matches wins. Records and runs.csv are read into the same flat table (runs.csv is
@@ -24,6 +25,7 @@ import pandas as pd
 from kdbench.api.errors import ReportError
 from kdbench.api.paths import checked_path
 from kdbench.report.load import read_runs_folder
+from kdbench.report.curves import curve_gaps, curves_table
 from kdbench.report.stats import ALPHA, binomial_se, estimate, tost_p, welch
 from kdbench.report.tables import runs_table
 
@@ -43,11 +45,12 @@ class Side:
     name: str  # the folder as given
     source: str  # what was read
     runs: pd.DataFrame  # runs.csv's shape: one row per run, nested fields as dotted columns
+    records: list[dict] | None = None  # the records themselves, where the side has them
 
 
 def _records_side(name: str, folder: Path) -> Side:
     loaded = read_runs_folder(folder)
-    return Side(name, str(folder), runs_table(loaded.records))
+    return Side(name, str(folder), runs_table(loaded.records), loaded.records)
 
 
 def read_side(path: str | Path, suite: str | None = None) -> Side:
@@ -158,12 +161,36 @@ def _teachers(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     return [line + "."]
 
 
+def _curves(a: Side, b: Side, within: float | None) -> tuple[list[str], list[str]]:
+    """The section on the per-epoch curves, and the methods whose loss gap exceeds ``within``."""
+    lines = ["## Training curves, seed by seed", ""]
+    if a.records is None or b.records is None:
+        kept = [s.name for s in (a, b) if s.records is None]
+        note = "" if within is None else f" Nothing can be shown within {within:g}, so the exit status is 1."
+        return lines + [f"Not compared: {' and '.join(f'`{k}`' for k in kept)} holds final figures only (runs.csv); "
+                        f"give a results or runs folder on both sides.{note}"], ["(the curves)"] * (within is not None)
+    gaps = curve_gaps(a.records, b.records)
+    lines += [pd.DataFrame(curves_table(gaps)).to_markdown(index=False, disable_numparse=True), "",
+              "The same (method, seed) on both sides, epoch by epoch: each mean training-loss term and the test "
+              "accuracy (points). On one processor model at one thread count, unchanged code gives the same bits; "
+              "a rewrite that changes only the rounding shows as a small gap, which SGD carries forward from step "
+              "to step."]
+    if within is None:
+        return lines, []
+    outside = [g.label for g in gaps if not g.seeds or not g.loss <= within]
+    return lines + ["", f"`--curves-within {within:g}`: "
+                    + (f"{', '.join(outside)} not within." if outside else "every method within.")], outside
+
+
 def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
-            suite: str | None = None) -> tuple[str, int]:
+            suite: str | None = None, curves_within: float | None = None) -> tuple[str, int]:
     """The comparison as markdown, and the exit status: 0 when every method of either side is within
-    ±margin, 1 when one is not (or is missing on a side)."""
+    ±margin (and, with ``curves_within``, every loss gap of the per-epoch curves at most that), 1
+    when one is not (or is missing on a side)."""
     if not margin > 0:
         raise ReportError(f"--margin must be a positive number of points, not {margin}")
+    if curves_within is not None and not curves_within >= 0:
+        raise ReportError(f"--curves-within must be a loss difference of 0 or more, not {curves_within}")
     a, b = read_side(a_path, suite), read_side(b_path, suite)
     fa, fb = _finals(a.runs), _finals(b.runs)
     labels = list(fa) + [x for x in fb if x not in fa]
@@ -174,9 +201,12 @@ def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
         if not within:
             outside.append(label)
     differences = config_differences(a.runs, b.runs)
+    curves, off_curve = _curves(a, b, curves_within)
     result = (f"**Every method within ±{margin:g} points** (exit 0)." if not outside else
               f"**{len(outside)} of {len(labels)} methods not shown within ±{margin:g} points**: "
               f"{', '.join(outside)} (exit 1).")
+    if off_curve:
+        result += f" **Training curves further apart than {curves_within:g}**: {', '.join(off_curve)} (exit 1)."
     lines = [f"# kdbench compare: A = `{a.name}`, B = `{b.name}`", "",
              f"A read from `{a.source}` ({len(a.runs)} runs); B read from `{b.source}` ({len(b.runs)} runs).", "",
              pd.DataFrame(rows).fillna("–").to_markdown(index=False, disable_numparse=True), "",
@@ -187,5 +217,5 @@ def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
              "bit for bit whatever the spread.", "", "## Teachers", "", *_teachers(a.runs, b.runs), "",
              "## Configuration differences", ""]
     lines += [f"- {d}" for d in differences] or ["None: same budget, data, pair, method sources and hyperparameters."]
-    lines += ["", result]
-    return "\n".join(lines) + "\n", 1 if outside else 0
+    lines += ["", *curves, "", result]
+    return "\n".join(lines) + "\n", 1 if outside or off_curve else 0
