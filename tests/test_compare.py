@@ -115,6 +115,11 @@ def test_curve_gaps_are_the_largest_per_epoch_differences():
     assert gaps["srrl"].loss_where == "seed 1, epoch 2, `kr`"
     assert gaps["vanilla_kd"].loss == 0 and gaps["vanilla_kd"].accuracy == pytest.approx(0.25)
     assert not curve_gaps(a[:3], b[3:])[0].seeds  # no seed on both sides: nothing compared
+    nan = float("nan")
+    a[0]["epochs"][0]["loss"]["ce"] = b[0]["epochs"][0]["loss"]["ce"] = nan  # the same divergence
+    assert {g.label: g for g in curve_gaps(a, b)}["student_ce"].equal
+    b[0]["epochs"][1]["loss"]["ce"] = nan  # one side only
+    assert {g.label: g for g in curve_gaps(a, b)}["student_ce"].loss == math.inf
 
 
 def test_curves_within_a_loss_gap_sets_the_exit_status(capsys, tmp_path):

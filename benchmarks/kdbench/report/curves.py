@@ -50,30 +50,33 @@ def _by_run(records: list[dict]) -> dict[tuple[str, int], dict[tuple[int, str], 
 
 def curve_gaps(a: list[dict], b: list[dict]) -> list[CurveGap]:
     """One :class:`CurveGap` per method label of A (then of B), over the (epoch, value) pairs present
-    on both sides for each seed both sides hold. A value that is NaN on both sides counts as equal."""
+    on both sides for each seed both sides hold."""
     runs_a, runs_b = _by_run(a), _by_run(b)
     labels = list(dict.fromkeys([k[0] for k in runs_a] + [k[0] for k in runs_b]))
-    gaps = []
-    for label in labels:
-        seeds, values, loss, rel, where, acc = 0, 0, 0.0, 0.0, "", 0.0
-        for (lab, seed), va in sorted(runs_a.items(), key=lambda kv: kv[0][1]):
-            vb = runs_b.get((lab, seed))
-            if lab != label or vb is None or not (va.keys() & vb.keys()):
-                continue
-            seeds += 1
-            for epoch, name in sorted(va.keys() & vb.keys(), key=lambda k: (k[0] or 0, k[1])):
-                x, y = va[(epoch, name)], vb[(epoch, name)]
-                values += 1
-                gap = 0.0 if (math.isnan(x) and math.isnan(y)) else abs(y - x)
-                if math.isnan(gap):
-                    gap = math.inf
-                if name == "test_acc":
-                    acc = max(acc, gap)
-                elif gap > loss:
-                    loss, rel = gap, gap / abs(x) if x else math.inf
-                    where = f"seed {seed}, epoch {epoch}, `{name}`"
-        gaps.append(CurveGap(label, seeds, values, loss, rel, where, acc))
-    return gaps
+    paired = sorted((seed, label, va, runs_b[(label, seed)]) for (label, seed), va in runs_a.items()
+                    if va.keys() & runs_b.get((label, seed), {}).keys())
+    return [_gap(label, [(seed, va, vb) for seed, lab, va, vb in paired if lab == label]) for label in labels]
+
+
+def _difference(x: float, y: float) -> float:
+    """|y − x|; 0 where both are NaN (the same divergence), infinite where only one is."""
+    if math.isnan(x) or math.isnan(y):
+        return 0.0 if math.isnan(x) and math.isnan(y) else math.inf
+    return abs(y - x)
+
+
+def _gap(label: str, seeds: list[tuple[int, dict, dict]]) -> CurveGap:
+    values, loss, relative, where, accuracy = 0, 0.0, 0.0, "", 0.0
+    for seed, va, vb in seeds:
+        for epoch, name in sorted(va.keys() & vb.keys(), key=lambda k: (k[0] or 0, k[1])):
+            x, gap = va[(epoch, name)], _difference(va[(epoch, name)], vb[(epoch, name)])
+            values += 1
+            if name == "test_acc":
+                accuracy = max(accuracy, gap)
+            elif gap > loss:
+                loss, relative = gap, gap / abs(x) if x else math.inf
+                where = f"seed {seed}, epoch {epoch}, `{name}`"
+    return CurveGap(label, len(seeds), values, loss, relative, where, accuracy)
 
 
 def curves_table(gaps: list[CurveGap]) -> list[dict]:
