@@ -172,9 +172,10 @@ def _curves(a: Side, b: Side, within: float | None) -> tuple[list[str], list[str
     gaps = curve_gaps(a.records, b.records)
     lines += [pd.DataFrame(curves_table(gaps)).to_markdown(index=False, disable_numparse=True), "",
               "The same (method, seed) on both sides, epoch by epoch: each mean training-loss term and the test "
-              "accuracy (points). On one processor model at one thread count, unchanged code gives the same bits; "
-              "a rewrite that changes only the rounding shows as a small gap, which SGD carries forward from step "
-              "to step."]
+              "accuracy (points). On one processor model at one thread count, unchanged code gives the same bits, "
+              "and a rewrite that changes only the rounding shows as a small gap, which SGD carries forward from "
+              "step to step. Another processor or thread count gives other bits anyway: there, read the accuracy "
+              "test above."]
     if within is None:
         return lines, []
     outside = [g.label for g in gaps if not g.seeds or not g.loss <= within]
