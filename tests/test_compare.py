@@ -131,7 +131,8 @@ def test_curves_within_a_loss_gap_sets_the_exit_status(capsys, tmp_path):
     assert "3e-06 (relative 2.7e-07)" in srrl and "seed 1, epoch 2, `kr`" in srrl, srrl
     assert "| student_ce | 3       | 0 (the same bits)" in out
     code, out, _ = _compare(capsys, tmp_path / "a", tmp_path / "b", "--curves-within", "1e-6")
-    assert code == 1 and "**Training curves further apart than 1e-06**: srrl (exit 1)." in out, out
+    assert code == 1 and out.rstrip().endswith(
+        "**Every method within ±1 points**. **Training curves further apart than 1e-06**: srrl (exit 1)."), out
     code, _, _ = _compare(capsys, tmp_path / "a", tmp_path / "b", "--curves-within", "1e-5")
     assert code == 0
 
@@ -141,6 +142,7 @@ def test_a_report_folder_has_no_curves_to_compare(capsys, tmp_path):
     build_report("default", tmp_path / "results", tmp_path / "report")
     code, out, _ = _compare(capsys, tmp_path / "report" / "default", tmp_path / "results", "--curves-within", "0")
     assert code == 1 and "holds final figures only (runs.csv)" in out, out
+    assert out.rstrip().endswith("**Every method within ±1 points**. **Training curves not compared** (exit 1).")
 
 
 @pytest.mark.parametrize("make, args, fragment", [

@@ -161,14 +161,14 @@ def _teachers(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     return [line + "."]
 
 
-def _curves(a: Side, b: Side, within: float | None) -> tuple[list[str], list[str]]:
-    """The section on the per-epoch curves, and the methods whose loss gap exceeds ``within``."""
+def _curves(a: Side, b: Side, within: float | None) -> tuple[list[str], str | None]:
+    """The section on the per-epoch curves, and, where ``within`` is given and not met, what the
+    result line says of it."""
     lines = ["## Training curves, seed by seed", ""]
     if a.records is None or b.records is None:
-        kept = [s.name for s in (a, b) if s.records is None]
-        note = "" if within is None else f" Nothing can be shown within {within:g}, so the exit status is 1."
-        return lines + [f"Not compared: {' and '.join(f'`{k}`' for k in kept)} holds final figures only (runs.csv); "
-                        f"give a results or runs folder on both sides.{note}"], ["(the curves)"] * (within is not None)
+        kept = " and ".join(f"`{s.name}`" for s in (a, b) if s.records is None)
+        return lines + [f"Not compared: {kept} holds final figures only (runs.csv); give a results or runs "
+                        "folder on both sides."], None if within is None else "**Training curves not compared**"
     gaps = curve_gaps(a.records, b.records)
     lines += [pd.DataFrame(curves_table(gaps)).to_markdown(index=False, disable_numparse=True), "",
               "The same (method, seed) on both sides, epoch by epoch: each mean training-loss term and the test "
@@ -177,10 +177,11 @@ def _curves(a: Side, b: Side, within: float | None) -> tuple[list[str], list[str
               "step to step. Another processor or thread count gives other bits anyway: there, read the accuracy "
               "test above."]
     if within is None:
-        return lines, []
+        return lines, None
     outside = [g.label for g in gaps if not g.seeds or not g.loss <= within]
-    return lines + ["", f"`--curves-within {within:g}`: "
-                    + (f"{', '.join(outside)} not within." if outside else "every method within.")], outside
+    lines += ["", f"`--curves-within {within:g}`: " + (f"{', '.join(outside)} not within." if outside else
+                                                       "every method within.")]
+    return lines, f"**Training curves further apart than {within:g}**: {', '.join(outside)}" if outside else None
 
 
 def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
@@ -203,11 +204,10 @@ def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
             outside.append(label)
     differences = config_differences(a.runs, b.runs)
     curves, off_curve = _curves(a, b, curves_within)
-    result = (f"**Every method within ±{margin:g} points** (exit 0)." if not outside else
+    status = 1 if outside or off_curve else 0
+    result = (f"**Every method within ±{margin:g} points**" if not outside else
               f"**{len(outside)} of {len(labels)} methods not shown within ±{margin:g} points**: "
-              f"{', '.join(outside)} (exit 1).")
-    if off_curve:
-        result += f" **Training curves further apart than {curves_within:g}**: {', '.join(off_curve)} (exit 1)."
+              f"{', '.join(outside)}") + (f". {off_curve}" if off_curve else "") + f" (exit {status})."
     lines = [f"# kdbench compare: A = `{a.name}`, B = `{b.name}`", "",
              f"A read from `{a.source}` ({len(a.runs)} runs); B read from `{b.source}` ({len(b.runs)} runs).", "",
              pd.DataFrame(rows).fillna("–").to_markdown(index=False, disable_numparse=True), "",
@@ -219,4 +219,4 @@ def compare(a_path: str | Path, b_path: str | Path, margin: float = MARGIN,
              "## Configuration differences", ""]
     lines += [f"- {d}" for d in differences] or ["None: same budget, data, pair, method sources and hyperparameters."]
     lines += ["", *curves, "", result]
-    return "\n".join(lines) + "\n", 1 if outside or off_curve else 0
+    return "\n".join(lines) + "\n", status
