@@ -2,9 +2,9 @@
 
 A lockstep group is one job, and a worker runs one job at a time. When the groups do not divide
 evenly among the workers (three seeds on two workers), the last round leaves workers idle while
-one group finishes: there, the run takes a third longer than its work needs. So the r groups left over once every worker
-has a whole group per round are each cut into k = W / gcd(r, W) parts, whose r·k jobs divide evenly
-among the W workers. A part is still a lockstep group (its own teacher pass per batch), and a cell's
+one group finishes: there, the run takes a third longer than its work needs. So the r groups left
+over once every worker has a whole group per round are each cut into k = W / gcd(r, W) parts, whose
+r·k jobs divide evenly among the W workers. A part is still a lockstep group (its own teacher pass per batch), and a cell's
 record does not depend on the group it trained in (docs/guarantees.md), so only the time changes.
 
 The cells are dealt to the parts in turn, in plan order, so that no part gets all the costly

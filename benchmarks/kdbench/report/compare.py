@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 from kdbench.api.errors import ReportError
 from kdbench.api.paths import checked_path
-from kdbench.report.load import read_runs_folder
 from kdbench.report.curves import curve_gaps, curves_table
+from kdbench.report.load import read_runs_folder
 from kdbench.report.stats import ALPHA, binomial_se, estimate, tost_p, welch
 from kdbench.report.tables import runs_table
 
